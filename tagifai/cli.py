@@ -1,0 +1,315 @@
+"""The ``tagifai`` command line: parse, validate, call plain functions, print.
+
+Every command prints one line on stderr and exits with code 2 on bad input (a
+:class:`~tagifai.errors.TagifaiError`); no traceback is shown for those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tagifai.config import (
+    DEFAULT_OPTIMIZE_CONFIG,
+    DEFAULT_PARAMS_FILE,
+    SAMPLE_PROJECTS,
+    SAMPLE_TAGS,
+    Params,
+    load_params,
+)
+from tagifai.errors import TagifaiError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Tag ML projects: train, optimize, evaluate and predict, tracked in MLflow.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DataOption = Annotated[
+    str | None,
+    typer.Option("--data", help="Projects file (JSON/CSV), path or http(s) URL. [default: sample]"),
+]
+TagsOption = Annotated[
+    str | None,
+    typer.Option("--tags", help="tags.json taxonomy. [default: the sample's, with the sample data]"),
+]
+
+
+def _data_sources(data: str | None, tags: str | None) -> tuple[str, str | None]:
+    """The shipped sample unless the user points elsewhere."""
+    if data is None:
+        return str(SAMPLE_PROJECTS), str(tags or SAMPLE_TAGS)
+    return data, tags
+
+
+class _EpochProgress:
+    """A rich progress bar over epochs that also forwards to another reporter."""
+
+    def __init__(self, progress: Progress, total: int, forward: Any) -> None:
+        self.progress = progress
+        self.forward = forward
+        self.task_id = progress.add_task("training", total=total)
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.forward.on_epoch_end(epoch, metrics)
+        self.progress.update(
+            self.task_id,
+            completed=epoch,
+            description=f"epoch {epoch} val_f1={metrics['val_f1']:.3f}",
+        )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    table = Table(title=title)
+    for column in ("metric", "value"):
+        table.add_column(column)
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def train_and_log(
+    params: Params,
+    data: str,
+    tags: str | None,
+    experiment_name: str,
+    run_tags: dict[str, str] | None = None,
+    registered_model_name: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Train one model as one MLflow run: params, epochs, test metrics, artifacts, model.
+
+    Args:
+        params: Training params.
+        data: Projects file.
+        tags: Taxonomy file or ``None``.
+        experiment_name: MLflow experiment.
+        run_tags: Extra run tags (e.g. the study a model came from).
+        registered_model_name: Also register the model under this name.
+
+    Returns:
+        The run id and the test metrics.
+    """
+    from tagifai import data as data_mod
+    from tagifai import evaluate, tracking
+    from tagifai.task import get_task
+    from tagifai.train import train
+
+    dataset = get_task(params.task).load(data, tags, params)
+    splits = data_mod.split(dataset, params)
+    with tracking.train_run(experiment_name, tags=run_tags) as run_id:
+        tracking.log_params(params)
+        tracking.log_dataset(dataset, splits)
+        with _progress() as progress:
+            reporter = _EpochProgress(progress, params.num_epochs, tracking.MlflowReporter())
+            result = train(params, dataset, splits, reporter=reporter)
+        test_metrics = evaluate.evaluate_predictor(result.predictor, splits.test, dataset.classes)
+        tracking.log_training(
+            dataset,
+            splits,
+            result.predictor,
+            test_metrics,
+            {**result.val_metrics, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run},
+        )
+        tracking.log_predictor(result.predictor, registered_model_name=registered_model_name)
+    return run_id, test_metrics
+
+
+@app.command("train")
+def train_command(
+    data: DataOption = None,
+    tags: TagsOption = None,
+    params_file: Annotated[
+        Path, typer.Option("--params", help="Training params JSON.")
+    ] = DEFAULT_PARAMS_FILE,
+    experiment_name: Annotated[
+        str, typer.Option("--experiment-name", help="MLflow experiment.")
+    ] = "tagifai-train",
+) -> None:
+    """Train one model and record the run in MLflow."""
+    from tagifai import tracking
+
+    params = load_params(params_file)
+    data_path, tags_path = _data_sources(data, tags)
+    tracking.configure()
+    run_id, test_metrics = train_and_log(params, data_path, tags_path, experiment_name)
+    console.print(f"run_id: {run_id}")
+    _print_metrics("test metrics", test_metrics["overall"])
+
+
+def _resolve_model_uri(run_id: str | None, model_uri: str | None) -> str:
+    if run_id and model_uri:
+        raise TagifaiError("--run-id and --model-uri: give one, not both")
+    if run_id:
+        return f"runs:/{run_id}/model"
+    return model_uri or "models:/tagifai@champion"
+
+
+def _load_predictor(uri: str) -> Any:
+    from tagifai import tracking
+
+    tracking.configure()
+    return tracking.load_predictor(uri)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run_id: Annotated[str, typer.Option("--run-id", help="Run whose model to evaluate.")],
+    data: DataOption = None,
+    tags: TagsOption = None,
+) -> None:
+    """Re-score a run's model on the test split of the data (same params, same split)."""
+    from tagifai import data as data_mod
+    from tagifai import evaluate
+
+    predictor = _load_predictor(f"runs:/{run_id}/model")
+    params = predictor.params
+    data_path, tags_path = _data_sources(data, tags)
+    dataset = predictor.task.load(data_path, tags_path, params)
+    splits = data_mod.split(dataset, params)
+    metrics = evaluate.evaluate_predictor(predictor, splits.test, predictor.classes)
+    _print_metrics(f"test metrics of run {run_id}", metrics["overall"])
+    console.print_json(json.dumps({"slices": metrics["slices"]}))
+
+
+@app.command("predict")
+def predict_command(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to tag.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Model of this run.")] = None,
+    model_uri: Annotated[
+        str | None,
+        typer.Option("--model-uri", help="Any MLflow model URI. [default: models:/tagifai@champion]"),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="One cut-off in [0, 1] for every tag.")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="CSV or JSONL with text or title/description.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write results here (JSONL).")] = None,
+) -> None:
+    """Print tags with probabilities for texts (or a file of them)."""
+    import pandas as pd
+
+    from tagifai.predict import write_jsonl_atomic
+
+    if bool(texts) == bool(file):
+        raise TagifaiError("predict: give texts or --file, exactly one of them")
+    if output is not None and file is None:
+        raise TagifaiError("--output: only with --file")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise TagifaiError(f"--threshold: must be within [0, 1], got {threshold}")
+    if file is not None:
+        from tagifai.predict import read_batch
+
+        raw = read_batch(file)
+    else:
+        raw = pd.DataFrame({"text": texts})
+    predictor = _load_predictor(_resolve_model_uri(run_id, model_uri))
+    results = predictor.predict(raw, threshold=threshold)
+    if output is not None:
+        write_jsonl_atomic(output, results)
+        console.print(f"wrote {len(results)} predictions to {output}")
+        return
+    for text, result in zip(raw.iloc[:, 0].tolist(), results, strict=True):
+        top = {tag: p for tag, p in result["probabilities"].items() if p >= 0.05}
+        console.print_json(json.dumps({"input": text, "tags": result["tags"], "probabilities": top}))
+
+
+@app.command("optimize")
+def optimize_command(
+    config: Annotated[
+        Path, typer.Option("--config", help="Study config YAML.")
+    ] = DEFAULT_OPTIMIZE_CONFIG,
+    data: DataOption = None,
+    tags: TagsOption = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", help="Total trials of the study (resumes count).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.")
+    ] = None,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Study name.")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed.")] = None,
+) -> None:
+    """Run (or resume) an Optuna study; one MLflow parent run, one child per trial."""
+    from tagifai import optimize, tracking
+    from tagifai.config import load_optimize_config
+
+    # 0 from `mlflow run`'s defaults means "not given" for these two.
+    study_config, base = load_optimize_config(
+        config,
+        n_trials=n_trials or None,
+        timeout=timeout or None,
+        study_name=study_name or None,
+        storage=storage or None,
+        seed=seed,
+    )
+    data_path, tags_path = _data_sources(data or None, tags or None)
+    tracking.configure()
+    tracking.check_reachable()
+    result = optimize.run_study(study_config, base, data_path, tags_path, storage=storage or None)
+    study = result.study
+    states = [t.state.name for t in study.trials]
+    if result.trials_run == 0:
+        console.print(
+            f"study {study.study_name!r} already has {study_config.n_trials} finished trials: "
+            "nothing to do (raise --n-trials to run more)"
+        )
+    console.print(
+        f"study {study.study_name!r}: {states.count('COMPLETE')} complete, "
+        f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed; "
+        f"parent run {result.parent_run_id}; {result.seconds:.1f}s"
+    )
+    if result.best_params is not None:
+        console.print(
+            f"best {study_config.metric} = {result.best_params['value']:.4f} "
+            f"(trial {result.best_params['trial_number']}); params in config/best_params.json"
+        )
+
+
+@app.command("init-experiment")
+def init_experiment_command(name: Annotated[str, typer.Argument(help="Experiment name.")]) -> None:
+    """Create an MLflow experiment with artifacts under experiments/ (used before `mlflow run`)."""
+    from tagifai import tracking
+
+    tracking.configure()
+    console.print(tracking.ensure_experiment(name))
+
+
+def main() -> None:
+    """Entry point: run the app; project errors become one line and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except TagifaiError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

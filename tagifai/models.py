@@ -1,0 +1,90 @@
+"""Networks for the text task: the original text CNN and a bag of hashed n-grams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["NgramBag", "TextCNN"]
+
+
+class TextCNN(nn.Module):
+    """The tagifai text CNN: embedding, one Conv1d per filter size, global max-pool,
+    a hidden layer, dropout and one logit per class.
+
+    Args:
+        vocab_size: Rows of the embedding (token 0 pads).
+        embedding_dim: Size of a token vector.
+        filter_sizes: Convolution widths, one Conv1d each.
+        num_filters: Output channels of every Conv1d.
+        hidden_dim: Width of the hidden layer.
+        dropout_p: Dropout before the hidden and output layers.
+        num_classes: Logits out.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        filter_sizes: Sequence[int],
+        num_filters: int,
+        hidden_dim: int,
+        dropout_p: float,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        self.filter_sizes = tuple(filter_sizes)
+        self.embeddings = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.conv = nn.ModuleList(
+            nn.Conv1d(embedding_dim, num_filters, kernel_size=size) for size in self.filter_sizes
+        )
+        self.dropout = nn.Dropout(dropout_p)
+        self.fc1 = nn.Linear(num_filters * len(self.filter_sizes), hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` for token ids ``(batch, length)``."""
+        # Pad short batches so the widest filter always fits.
+        if ids.shape[1] < max(self.filter_sizes):
+            ids = F.pad(ids, (0, max(self.filter_sizes) - ids.shape[1]))
+        x = self.embeddings(ids).transpose(1, 2)  # (batch, embedding_dim, length)
+        pooled = [F.relu(conv(x)).amax(dim=2) for conv in self.conv]
+        z = self.dropout(torch.cat(pooled, dim=1))
+        z = self.dropout(F.relu(self.fc1(z)))
+        return self.fc2(z)
+
+
+class NgramBag(nn.Module):
+    """A fastText-style model: the mean of hashed n-gram embeddings, a hidden layer
+    and one logit per class. Fast to train and strong on short texts.
+
+    Args:
+        vocab_size: Rows of the embedding bag (feature 0 pads).
+        embedding_dim: Size of a feature vector.
+        hidden_dim: Width of the hidden layer.
+        dropout_p: Dropout on the pooled vector and the hidden layer.
+        num_classes: Logits out.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        hidden_dim: int,
+        dropout_p: float,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        self.embeddings = nn.EmbeddingBag(vocab_size, embedding_dim, mode="mean", padding_idx=0)
+        self.dropout = nn.Dropout(dropout_p)
+        self.fc1 = nn.Linear(embedding_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, num_classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` for feature ids ``(batch, features)``."""
+        z = self.dropout(self.embeddings(ids))
+        z = self.dropout(F.relu(self.fc1(z)))
+        return self.fc2(z)

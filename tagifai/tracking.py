@@ -1,0 +1,543 @@
+"""Tracking: every MLflow call that shapes runs lives here.
+
+- :func:`configure` picks the tracking store (``MLFLOW_TRACKING_URI`` wins over
+  the default ``sqlite:///experiments/mlflow.db``); nothing happens at import.
+- :func:`train_run` / :func:`log_training` record one ``tagifai train``.
+- :class:`StudyTracker` owns an optimize study's parent run and the
+  ``optuna_integration.MLflowCallback`` that nests one child run per trial.
+- :func:`log_predictor` logs a model as an MLflow pyfunc (state_dict + JSON).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+import tagifai
+from tagifai.config import EXPERIMENTS_DIR, Params
+from tagifai.data import Dataset, Splits
+from tagifai.errors import TagifaiError
+from tagifai.predict import Predictor, TagifaiPyfunc, write_json_atomic
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "MlflowReporter",
+    "StudyTracker",
+    "configure",
+    "ensure_experiment",
+    "git_commit",
+    "log_predictor",
+    "log_study_config",
+    "log_training",
+    "log_trial_model",
+    "load_predictor",
+    "threshold_value",
+    "train_run",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = f"sqlite:///{EXPERIMENTS_DIR}/mlflow.db"
+ARTIFACTS_DIR = EXPERIMENTS_DIR / "artifacts"  # artifact root of experiments we create
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attribute holding the parent run id
+TRIAL_RUN_ATTR = "mlflow_run_id"  # trial system attribute the MLflowCallback sets
+# Where a logged model's code comes from: the installed package, so the model
+# loads wherever MLflow runs without installing tagifai there.
+PACKAGE_DIR = Path(tagifai.__file__).parent
+PIP_REQUIREMENTS = [
+    "torch==2.13.0",
+    "mlflow>=3.17,<3.18",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "numpyencoder",
+    "pydantic>=2",
+    "pyyaml",
+    "optuna>=5,<6",
+    "iterative-stratification",
+]
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Point MLflow at the tracking store and return its URI.
+
+    Order: the argument, then ``MLFLOW_TRACKING_URI``, then the default sqlite
+    store under ``experiments/`` (created on first use). The model registry
+    uses the same store.
+
+    Args:
+        tracking_uri: An explicit store, e.g. ``http://127.0.0.1:5000``.
+
+    Returns:
+        The URI in use.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri == DEFAULT_TRACKING_URI:
+        EXPERIMENTS_DIR.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{(Path.cwd() / EXPERIMENTS_DIR / 'mlflow.db').as_posix()}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Database migrations and artifact-repo chatter are not for the user's console.
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.pyfunc", "mlflow.models"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return uri
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("postgresql") or uri.startswith("mysql")
+
+
+def ensure_experiment(name: str) -> str:
+    """Return the id of experiment ``name``, creating it if needed (race-safe).
+
+    Experiments created against a local database store keep their artifacts under
+    ``experiments/artifacts/<name>`` instead of MLflow's ``./mlruns`` default.
+
+    Args:
+        name: Experiment name.
+
+    Returns:
+        The experiment id.
+    """
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return str(experiment.experiment_id)
+    location = None
+    if _is_local_store(mlflow.get_tracking_uri()):
+        location = (Path.cwd() / ARTIFACTS_DIR / name).as_uri()
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)  # another worker created it first
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def git_commit() -> str:
+    """The checked-out git commit (with ``-dirty`` if there are local changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+class MlflowReporter:
+    """Logs each epoch's metrics to the active run, with the epoch as step."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Log ``metrics`` at ``step=epoch``."""
+        mlflow.log_metrics(metrics, step=epoch)
+
+
+@contextlib.contextmanager
+def train_run(
+    experiment_name: str, run_name: str | None = None, tags: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Start one MLflow run for a training job and yield its id.
+
+    An exception inside ends the run FAILED (KILLED on Ctrl-C), never RUNNING.
+
+    Args:
+        experiment_name: Experiment to log into (created if missing).
+        run_name: Display name.
+        tags: Extra tags.
+
+    Yields:
+        The run id.
+    """
+    experiment_id = ensure_experiment(experiment_name)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    status = RunStatus.FINISHED
+    try:
+        yield run.info.run_id
+    except KeyboardInterrupt:
+        status = RunStatus.KILLED
+        raise
+    except BaseException:
+        status = RunStatus.FAILED
+        raise
+    finally:
+        mlflow.end_run(RunStatus.to_string(status))
+
+
+def log_params(params: Params) -> None:
+    """Log every training param of the active run (lists as JSON)."""
+    flat = {
+        key: json.dumps(value) if isinstance(value, list | tuple) else value
+        for key, value in params.model_dump(mode="json").items()
+    }
+    mlflow.log_params(flat)
+
+
+def log_dataset(dataset: Dataset, splits: Splits) -> None:
+    """Record the input data (with its digest) and the split sizes on the active run."""
+    frame = dataset.frame.assign(
+        id=dataset.frame["id"].astype("float64"),  # MLflow schemas want nullable numbers
+        tags=dataset.frame["tags"].map(json.dumps),
+    )
+    source = dataset.source if "://" in dataset.source else str(Path(dataset.source).resolve())
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source twice and warns that the path is ambiguous.
+        warnings.filterwarnings("ignore", message="The specified dataset source")
+        mlflow_dataset = mlflow.data.from_pandas(
+            frame, source=source, targets="tags", name="projects", digest=dataset.digest
+        )
+    mlflow.log_input(mlflow_dataset, context="training")
+    mlflow.set_tags({"data_digest": dataset.digest, "git_commit": git_commit()})
+    mlflow.log_params(
+        {
+            "data_source": dataset.source,
+            "num_classes": len(dataset.classes),
+            "train_rows": len(splits.train),
+            "val_rows": len(splits.val),
+            "test_rows": len(splits.test),
+            **{f"prep_{key}": value for key, value in dataset.counts.items()},
+        }
+    )
+
+
+def threshold_value(threshold: np.ndarray) -> float | list[float]:
+    """A single number when every class shares the cut-off, else the list."""
+    values = [float(value) for value in threshold]
+    return values[0] if len(set(values)) == 1 else values
+
+
+def log_training(
+    dataset: Dataset,
+    splits: Splits,
+    predictor: Predictor,
+    test_metrics: dict[str, Any],
+    extra_metrics: dict[str, float],
+) -> None:
+    """Log a finished training job's results and artifacts to the active run.
+
+    Artifacts: ``params.json`` (params + threshold), ``tokenizer.json``,
+    ``label_encoder.json`` and ``performance.json`` (test metrics).
+
+    Args:
+        dataset: Prepared data.
+        splits: The splits used.
+        predictor: The trained model.
+        test_metrics: Output of :func:`tagifai.evaluate.get_metrics` on test.
+        extra_metrics: Validation metrics, best epoch and the like.
+    """
+    overall = test_metrics["overall"]
+    mlflow.log_metrics(
+        {
+            **{f"test_{key}": float(value) for key, value in overall.items()},
+            **{key: float(value) for key, value in extra_metrics.items()},
+            "threshold": predictor.default_threshold,
+        }
+    )
+    threshold = threshold_value(predictor.threshold)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_json_atomic(
+            folder / "params.json",
+            {**predictor.params.model_dump(mode="json"), "threshold": threshold},
+        )
+        write_json_atomic(folder / "tokenizer.json", predictor.encoder.to_dict())
+        write_json_atomic(folder / "label_encoder.json", {"classes": predictor.classes})
+        write_json_atomic(folder / "performance.json", test_metrics)
+        mlflow.log_artifacts(str(folder))
+
+
+def log_predictor(
+    predictor: Predictor,
+    name: str = "model",
+    input_example: bool = True,
+    registered_model_name: str | None = None,
+) -> str:
+    """Log a predictor as an MLflow pyfunc model into the active run.
+
+    The model holds the predictor's files (weights as a ``state_dict``, encoder,
+    classes, params and threshold as JSON) and the ``tagifai`` code, so it loads
+    with ``mlflow.pyfunc.load_model`` in any process with MLflow and torch. The
+    signature has a ``threshold`` param whose default is the tuned cut-off.
+
+    Args:
+        predictor: The trained model.
+        name: Model name within the run.
+        input_example: Store an input example (skipped for trial models: it
+            costs a model load to validate).
+        registered_model_name: Also register a new version under this name.
+
+    Returns:
+        The model URI (``models:/<model_id>``).
+    """
+    example = pd.DataFrame(
+        {"text": ["Transformers for text classification with PyTorch", "Detecting objects in images"]}
+    )
+    output = TagifaiPyfunc.format_results(predictor.predict(example))
+    signature = infer_signature(
+        example, output, params={"threshold": predictor.default_threshold}
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = predictor.save(Path(tmp) / "predictor")
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(PACKAGE_DIR / "pyfunc_model.py"),
+            artifacts={"predictor": str(folder)},
+            code_paths=[str(PACKAGE_DIR)],
+            signature=signature,
+            input_example=example if input_example else None,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=registered_model_name,
+        )
+    return str(info.model_uri)
+
+
+def load_predictor(model_uri: str) -> Predictor:
+    """Load a logged tagifai model (any MLflow model URI) as a :class:`Predictor`.
+
+    Raises:
+        TagifaiError: If the URI names no model, or a model that is not tagifai's.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+            model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise TagifaiError(f"model {model_uri}: {str(exc).splitlines()[0][:200]}") from None
+    python_model = model.unwrap_python_model()
+    if not isinstance(python_model, TagifaiPyfunc):
+        raise TagifaiError(f"model {model_uri}: not a tagifai model")
+    return python_model.predictor
+
+
+# --- optimize studies ----------------------------------------------------------------
+
+
+def log_trial_model(predictor: Predictor, val_metrics: dict[str, float]) -> None:
+    """Inside a trial's child run: its final validation metrics and its model."""
+    mlflow.log_metrics({f"final_{key}": value for key, value in val_metrics.items()})
+    log_predictor(predictor, input_example=False)
+
+
+def log_study_config(config: Any, base: Params, dataset: Dataset, splits: Splits) -> None:
+    """On the parent run: the data it searched over and the study config as JSON.
+
+    Params are immutable in MLflow and a resumed study may change ``n_trials``,
+    so the config goes in an artifact and tags rather than params.
+    """
+    log_dataset(dataset, splits)
+    mlflow.set_tags(
+        {
+            "optuna.metric": config.metric,
+            "optuna.direction": config.direction,
+            "optuna.sampler": config.sampler.name,
+            "optuna.pruner": config.pruner.name,
+            "optuna.n_trials": str(config.n_trials),
+        }
+    )
+    mlflow.log_dict(
+        {"config": config.model_dump(mode="json"), "base_params": base.model_dump(mode="json")},
+        "optimize_config.json",
+    )
+
+
+def _mlflow_callback(metric_name: str, experiment_id: str) -> Any:
+    """The Optuna MLflowCallback, configured to nest trials under the active run.
+
+    optuna-integration deprecated ``MLflowCallback`` in 4.9 and plans its removal
+    in 6.0; tagifai pins ``optuna-integration<6`` and touches it only here, so
+    its deprecation warning is silenced here rather than shown on every run.
+    """
+    from optuna_integration import MLflowCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        return MLflowCallback(
+            metric_name=metric_name,
+            create_experiment=False,  # the experiment is ours (or `mlflow run`'s)
+            mlflow_kwargs={"nested": True, "experiment_id": experiment_id},
+            tag_trial_user_attrs=True,
+        )
+
+
+TRIAL_STATUS = {
+    optuna.trial.TrialState.COMPLETE: RunStatus.FINISHED,
+    optuna.trial.TrialState.PRUNED: RunStatus.KILLED,
+    optuna.trial.TrialState.FAIL: RunStatus.FAILED,
+}
+
+
+class StudyTracker:
+    """An Optuna study's MLflow side: one parent run, one nested child per trial.
+
+    The parent is, in order: the run ``mlflow run`` passed in ``MLFLOW_RUN_ID``;
+    the parent recorded in the study's user attributes (a resumed study); a new
+    run in the experiment named after the study.
+
+    Args:
+        metric_name: Name of the objective value in the child runs.
+    """
+
+    def __init__(self, metric_name: str) -> None:
+        self.metric_name = metric_name
+        self.parent_run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._callback: Any = None
+
+    def start(self, study: optuna.Study, experiment_name: str) -> str:
+        """Start (or resume) the parent run and remember it in the study.
+
+        Args:
+            study: The Optuna study.
+            experiment_name: Experiment for a new parent (usually the study name).
+
+        Returns:
+            The parent run id.
+        """
+        client = MlflowClient()
+        launched = os.environ.pop("MLFLOW_RUN_ID", None)  # set by `mlflow run`
+        recorded = study.user_attrs.get(PARENT_RUN_ATTR)
+        if recorded is not None:
+            try:
+                client.get_run(recorded)
+            except MlflowException:
+                recorded = None  # the tracking store was reset: start a new parent
+        if launched and recorded and launched != recorded:
+            # `mlflow run` resuming an existing study: trials keep going under the
+            # study's original parent; the launcher's run points there.
+            client.set_tag(launched, "tagifai.study_parent_run_id", recorded)
+            client.set_tag(launched, "mlflow.note.content", f"Resumed study; see run {recorded}.")
+        parent_id = recorded or launched
+        if parent_id is not None:
+            self.experiment_id = client.get_run(parent_id).info.experiment_id
+            mlflow.set_experiment(experiment_id=self.experiment_id)
+            run = mlflow.start_run(run_id=parent_id)
+        else:
+            self.experiment_id = ensure_experiment(experiment_name)
+            mlflow.set_experiment(experiment_id=self.experiment_id)
+            run = mlflow.start_run(run_name=f"study-{study.study_name}")
+        self.parent_run_id = run.info.run_id
+        if recorded is None:
+            study.set_user_attr(PARENT_RUN_ATTR, self.parent_run_id)
+        mlflow.set_tags({"optuna.study_name": study.study_name, "git_commit": git_commit()})
+        self._callback = _mlflow_callback(self.metric_name, self.experiment_id)
+        return self.parent_run_id
+
+    def track(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
+        """Wrap the objective so everything it logs lands in the trial's child run."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return self._callback.track_in_mlflow()(objective)  # type: ignore[no-any-return]
+
+    def callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Optuna callback: log the trial, then set its run's true status.
+
+        MLflowCallback reopens the child run to log the value and params and ends
+        it FINISHED whatever the trial's state; pruned trials become KILLED and
+        failed ones FAILED here.
+        """
+        self._callback(study, trial)
+        run_id = trial.system_attrs.get(TRIAL_RUN_ATTR)
+        if run_id is not None:
+            status = TRIAL_STATUS.get(trial.state, RunStatus.FAILED)
+            MlflowClient().set_terminated(run_id, RunStatus.to_string(status))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the parent run (and any child left open by an interruption)."""
+        while mlflow.active_run() is not None:
+            active = mlflow.active_run()
+            assert active is not None
+            mlflow.end_run("KILLED" if active.info.run_id != self.parent_run_id else status)
+
+    @staticmethod
+    def log_trial(trial: optuna.Trial, threshold: np.ndarray) -> None:
+        """Inside a trial: record the threshold as a user attribute and a metric."""
+        value = threshold_value(threshold)
+        trial.set_user_attr("threshold", value)
+        mlflow.log_metric("threshold", float(np.mean(threshold)))
+
+    def log_summary(
+        self,
+        study: optuna.Study,
+        best_params: dict[str, Any],
+        figures: dict[str, Any],
+        trials: pd.DataFrame,
+    ) -> None:
+        """Log the study's result on the parent run.
+
+        Args:
+            study: The study (its best trial is summarised).
+            best_params: The content of ``best_params.json``.
+            figures: Name -> (plotly figure, matplotlib figure or None).
+            trials: ``study.trials_dataframe()``.
+        """
+        best = study.best_trial
+        finished = [t for t in study.trials if t.state.is_finished()]
+        mlflow.log_metrics(
+            {
+                f"best_{self.metric_name}": float(best.value or 0.0),
+                "best_trial_number": best.number,
+                "trials_complete": sum(t.state.name == "COMPLETE" for t in finished),
+                "trials_pruned": sum(t.state.name == "PRUNED" for t in finished),
+                "trials_failed": sum(t.state.name == "FAIL" for t in finished),
+            },
+            step=len(finished),
+        )
+        mlflow.set_tags(
+            {
+                "best_trial_number": str(best.number),
+                "best_run_id": str(best.system_attrs.get(TRIAL_RUN_ATTR, "")),
+                f"best_{self.metric_name}": f"{best.value:.6f}",
+                **{f"best.{key}": str(value) for key, value in best.params.items()},
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            write_json_atomic(folder / "best_params.json", best_params)
+            trials.to_csv(folder / "trials.csv", index=False)
+            plots = folder / "plots"
+            plots.mkdir()
+            for name, (interactive, static) in figures.items():
+                interactive.write_html(plots / f"{name}.html", include_plotlyjs="cdn")
+                if static is not None:
+                    static.figure.savefig(plots / f"{name}.png", dpi=110, bbox_inches="tight")
+            mlflow.log_artifacts(str(folder))
+
+
+def check_reachable() -> None:
+    """Fail fast with one line if the tracking store cannot be reached."""
+    try:
+        MlflowClient().search_experiments(max_results=1)
+    except Exception as exc:
+        raise TagifaiError(
+            f"MLflow tracking store {mlflow.get_tracking_uri()} is unreachable: "
+            f"{str(exc).splitlines()[0][:200]}"
+        ) from None

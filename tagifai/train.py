@@ -1,0 +1,211 @@
+"""Training: one model from params and splits, with early stopping on validation.
+
+The loop reads top to bottom: seed, encode the splits once, build the model,
+then per epoch train, validate, choose the threshold on validation, report,
+and keep the best-validation weights. Tracking and pruning reach in through a
+:class:`Reporter`, so training also runs with no tracking at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from tagifai import data, evaluate
+from tagifai.config import Params
+from tagifai.predict import Predictor
+from tagifai.task import get_task
+
+__all__ = ["NullReporter", "Reporter", "TrainResult", "get_device", "set_seeds", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """Receives each epoch's metrics; may raise to stop training (e.g. pruning)."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after every epoch with train/val loss, val F1 and the lr."""
+        ...
+
+
+class NullReporter:
+    """A reporter that records nothing."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Ignore the metrics."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        predictor: The model with its best-validation weights and threshold.
+        best_epoch: Epoch (1-based) whose weights were kept.
+        epochs_run: Epochs trained before stopping.
+        val_metrics: Validation loss and F1 of the kept weights at the kept threshold.
+        history: One metrics dict per epoch.
+        seconds: Wall time of the loop.
+    """
+
+    predictor: Predictor
+    best_epoch: int
+    epochs_run: int
+    val_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def set_seeds(seed: int) -> None:
+    """Seed Python, numpy and torch so CPU training is repeatable."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _class_weights(labels: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency weight per class, normalised to a mean of 1."""
+    counts = labels.sum(axis=0).clip(min=1)
+    weights = 1.0 / counts
+    return torch.tensor(weights / weights.mean(), dtype=torch.float32)
+
+
+def _make_optimizer(params: Params, model: nn.Module) -> torch.optim.Optimizer:
+    optimizers: dict[str, Callable[..., torch.optim.Optimizer]] = {
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+    }
+    return optimizers[params.optimizer](
+        model.parameters(), lr=params.lr, weight_decay=params.weight_decay
+    )
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+def _trim(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Cut a padded batch to its longest row (padding is trailing zeros)."""
+    return ids[:, : max(int(lengths.max()), 1)]
+
+
+def _predict(
+    model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    model.eval()
+    logits = []
+    with torch.inference_mode():
+        for index in _batches(len(ids), batch_size, None):
+            logits.append(model(_trim(ids[index], lengths[index]).to(device)).cpu())
+    return torch.cat(logits)
+
+
+def train(
+    params: Params,
+    dataset: data.Dataset,
+    splits: data.Splits,
+    reporter: Reporter | None = None,
+) -> TrainResult:
+    """Train one model; early stopping restores the best-validation weights.
+
+    Only the train and validation splits are read. The monitored metric is the
+    validation weighted F1 at the threshold chosen on validation that epoch.
+
+    Args:
+        params: Every setting of the run.
+        dataset: The prepared data (for its classes).
+        splits: Train / validation / test frames (test is not touched).
+        reporter: Receives each epoch's metrics; may raise to stop.
+
+    Returns:
+        The trained predictor and the training record.
+    """
+    started = time.perf_counter()
+    reporter = reporter or NullReporter()
+    set_seeds(params.seed)
+    device = get_device()
+    task = get_task(params.task)
+
+    encoder = task.fit_encoder(task.inputs(splits.train), params)
+    x_train = torch.from_numpy(encoder.encode(task.inputs(splits.train)))
+    x_val = torch.from_numpy(encoder.encode(task.inputs(splits.val)))
+    len_train, len_val = (x_train != 0).sum(dim=1), (x_val != 0).sum(dim=1)
+    y_train_np = data.label_matrix(splits.train["tags"].tolist(), dataset.classes)
+    y_val_np = data.label_matrix(splits.val["tags"].tolist(), dataset.classes)
+    y_train, y_val = torch.from_numpy(y_train_np), torch.from_numpy(y_val_np)
+
+    model = task.build_model(params, encoder, num_classes=len(dataset.classes)).to(device)
+    weight = _class_weights(y_train_np).to(device) if params.class_weights else None
+    loss_fn = nn.BCEWithLogitsLoss(weight=weight)
+    optimizer = _make_optimizer(params, model)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=params.lr_factor, patience=params.lr_patience
+    )
+    generator = torch.Generator().manual_seed(params.seed)
+
+    def validate() -> tuple[dict[str, float], np.ndarray]:
+        """Validation loss and F1 at the threshold chosen on validation."""
+        logits = _predict(model, x_val, len_val, params.batch_size, device)
+        probs = torch.sigmoid(logits).numpy()
+        threshold = evaluate.choose_threshold(y_val_np, probs, params.threshold_mode)
+        pred = evaluate.apply_threshold(probs, threshold)
+        metrics = {
+            "val_loss": loss_fn(logits.to(device), y_val.to(device)).item(),
+            "val_f1": evaluate.f1_at(y_val_np, pred, "weighted"),
+            "val_f1_micro": evaluate.f1_at(y_val_np, pred, "micro"),
+        }
+        return metrics, threshold
+
+    best_f1, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    epoch = 0
+    for epoch in range(1, params.num_epochs + 1):
+        model.train()
+        total = 0.0
+        for index in _batches(len(x_train), params.batch_size, generator):
+            optimizer.zero_grad()
+            logits = model(_trim(x_train[index], len_train[index]).to(device))
+            loss = loss_fn(logits, y_train[index].to(device))
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+
+        metrics, _ = validate()
+        metrics = {"train_loss": total / len(x_train), **metrics, "lr": optimizer.param_groups[0]["lr"]}
+        history.append(metrics)
+        scheduler.step(metrics["val_f1"])
+        if metrics["val_f1"] > best_f1:
+            best_f1, best_epoch = metrics["val_f1"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+        reporter.on_epoch_end(epoch, metrics)  # may raise (pruning)
+        if epoch - best_epoch >= params.patience:
+            logger.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+            break
+
+    model.load_state_dict(best_state)
+    val_metrics, threshold = validate()
+    predictor = Predictor(params, dataset.classes, encoder, model.cpu(), threshold)
+    return TrainResult(
+        predictor=predictor,
+        best_epoch=best_epoch,
+        epochs_run=epoch,
+        val_metrics=val_metrics,
+        history=history,
+        seconds=time.perf_counter() - started,
+    )
