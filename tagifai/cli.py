@@ -22,7 +22,6 @@ from tagifai.config import (
     DEFAULT_PARAMS_FILE,
     SAMPLE_PROJECTS,
     SAMPLE_TAGS,
-    Params,
     load_params,
 )
 from tagifai.errors import TagifaiError
@@ -44,27 +43,28 @@ DataOption = Annotated[
 ]
 TagsOption = Annotated[
     str | None,
-    typer.Option("--tags", help="tags.json taxonomy. [default: the sample's, with the sample data]"),
+    typer.Option(
+        "--tags", help="tags.json taxonomy. [default: the sample's, with the sample data]"
+    ),
 ]
 
 
 def _data_sources(data: str | None, tags: str | None) -> tuple[str, str | None]:
-    """The shipped sample unless the user points elsewhere."""
+    """The shipped sample unless the user points elsewhere ("" counts as not given)."""
+    data, tags = data or None, tags or None
     if data is None:
         return str(SAMPLE_PROJECTS), str(tags or SAMPLE_TAGS)
     return data, tags
 
 
 class _EpochProgress:
-    """A rich progress bar over epochs that also forwards to another reporter."""
+    """A rich progress bar over epochs (early stopping may end it sooner)."""
 
-    def __init__(self, progress: Progress, total: int, forward: Any) -> None:
+    def __init__(self, progress: Progress, total: int) -> None:
         self.progress = progress
-        self.forward = forward
         self.task_id = progress.add_task("training", total=total)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.forward.on_epoch_end(epoch, metrics)
         self.progress.update(
             self.task_id,
             completed=epoch,
@@ -92,52 +92,6 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
-def train_and_log(
-    params: Params,
-    data: str,
-    tags: str | None,
-    experiment_name: str,
-    run_tags: dict[str, str] | None = None,
-    registered_model_name: str | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """Train one model as one MLflow run: params, epochs, test metrics, artifacts, model.
-
-    Args:
-        params: Training params.
-        data: Projects file.
-        tags: Taxonomy file or ``None``.
-        experiment_name: MLflow experiment.
-        run_tags: Extra run tags (e.g. the study a model came from).
-        registered_model_name: Also register the model under this name.
-
-    Returns:
-        The run id and the test metrics.
-    """
-    from tagifai import data as data_mod
-    from tagifai import evaluate, tracking
-    from tagifai.task import get_task
-    from tagifai.train import train
-
-    dataset = get_task(params.task).load(data, tags, params)
-    splits = data_mod.split(dataset, params)
-    with tracking.train_run(experiment_name, tags=run_tags) as run_id:
-        tracking.log_params(params)
-        tracking.log_dataset(dataset, splits)
-        with _progress() as progress:
-            reporter = _EpochProgress(progress, params.num_epochs, tracking.MlflowReporter())
-            result = train(params, dataset, splits, reporter=reporter)
-        test_metrics = evaluate.evaluate_predictor(result.predictor, splits.test, dataset.classes)
-        tracking.log_training(
-            dataset,
-            splits,
-            result.predictor,
-            test_metrics,
-            {**result.val_metrics, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run},
-        )
-        tracking.log_predictor(result.predictor, registered_model_name=registered_model_name)
-    return run_id, test_metrics
-
-
 @app.command("train")
 def train_command(
     data: DataOption = None,
@@ -150,14 +104,72 @@ def train_command(
     ] = "tagifai-train",
 ) -> None:
     """Train one model and record the run in MLflow."""
-    from tagifai import tracking
+    from tagifai import jobs, tracking
 
     params = load_params(params_file)
     data_path, tags_path = _data_sources(data, tags)
     tracking.configure()
-    run_id, test_metrics = train_and_log(params, data_path, tags_path, experiment_name)
-    console.print(f"run_id: {run_id}")
-    _print_metrics("test metrics", test_metrics["overall"])
+    with _progress() as progress:
+        outcome = jobs.train_and_log(
+            params,
+            data_path,
+            tags_path,
+            experiment_name,
+            reporter=_EpochProgress(progress, params.num_epochs),
+        )
+    console.print(f"run_id: {outcome.run_id}")
+    _print_metrics("test metrics", outcome.test_metrics["overall"])
+
+
+@app.command("train-best")
+def train_best_command(
+    params_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--params", help="best_params.json of a study. [default: config/best_params.json]"
+        ),
+    ] = None,
+    from_run: Annotated[
+        str | None,
+        typer.Option("--from-run", help="Optimize parent run whose best_params.json to use."),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Projects file. [default: the study's data]")
+    ] = None,
+    tags: Annotated[
+        str | None, typer.Option("--tags", help="Taxonomy. [default: the study's taxonomy]")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Make the new version champion whatever its score.")
+    ] = False,
+) -> None:
+    """Train the study's best params, log and register the model as `tagifai`."""
+    from tagifai import jobs, tracking
+    from tagifai.config import BEST_PARAMS_FILE
+
+    tracking.configure()
+    if params_file is None and from_run is None:
+        params_file = BEST_PARAMS_FILE
+        if not params_file.is_file():
+            raise TagifaiError(f"{params_file}: file not found; run `make optimize` first")
+    payload = jobs.load_best_params(params_file, from_run or None)
+    epochs = int(payload["params"].get("num_epochs", 1))
+    with _progress() as progress:
+        outcome = jobs.train_best(
+            payload,
+            data or None,
+            tags or None,
+            force=force,
+            reporter=_EpochProgress(progress, epochs),
+        )
+    console.print(f"run_id: {outcome.run_id}")
+    _print_metrics("test metrics", outcome.test_metrics["overall"])
+    previous = outcome.champion_f1
+    versus = (
+        "no previous champion" if previous is None else f"previous champion test F1 {previous:.4f}"
+    )
+    verdict = "is now @champion" if outcome.promoted else "stays a challenger"
+    console.print(f"{jobs.MODEL_NAME} version {outcome.version} {verdict} ({versus})")
 
 
 def _resolve_model_uri(run_id: str | None, model_uri: str | None) -> str:
@@ -201,7 +213,9 @@ def predict_command(
     run_id: Annotated[str | None, typer.Option("--run-id", help="Model of this run.")] = None,
     model_uri: Annotated[
         str | None,
-        typer.Option("--model-uri", help="Any MLflow model URI. [default: models:/tagifai@champion]"),
+        typer.Option(
+            "--model-uri", help="Any MLflow model URI. [default: models:/tagifai@champion]"
+        ),
     ] = None,
     threshold: Annotated[
         float | None, typer.Option("--threshold", help="One cut-off in [0, 1] for every tag.")
@@ -209,7 +223,9 @@ def predict_command(
     file: Annotated[
         Path | None, typer.Option("--file", help="CSV or JSONL with text or title/description.")
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Write results here (JSONL).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write results here (JSONL).")
+    ] = None,
 ) -> None:
     """Print tags with probabilities for texts (or a file of them)."""
     import pandas as pd
@@ -236,7 +252,9 @@ def predict_command(
         return
     for text, result in zip(raw.iloc[:, 0].tolist(), results, strict=True):
         top = {tag: p for tag, p in result["probabilities"].items() if p >= 0.05}
-        console.print_json(json.dumps({"input": text, "tags": result["tags"], "probabilities": top}))
+        console.print_json(
+            json.dumps({"input": text, "tags": result["tags"], "probabilities": top})
+        )
 
 
 @app.command("optimize")
@@ -247,18 +265,26 @@ def optimize_command(
     data: DataOption = None,
     tags: TagsOption = None,
     n_trials: Annotated[
-        int | None, typer.Option("--n-trials", help="Total trials of the study (resumes count).")
+        int | None,
+        typer.Option("--n-trials", min=0, help="Total trials of the study (0: the config's)."),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.")
+        float | None,
+        typer.Option("--timeout", min=0, help="Stop starting trials after S seconds (0: none)."),
     ] = None,
     study_name: Annotated[str | None, typer.Option("--study-name", help="Study name.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=-1, help="Sampler seed (-1: the config's).")
+    ] = None,
 ) -> None:
     """Run (or resume) an Optuna study; one MLflow parent run, one child per trial."""
+    import optuna
+
     from tagifai import optimize, tracking
     from tagifai.config import load_optimize_config
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar tells the story
 
     # 0 from `mlflow run`'s defaults means "not given" for these two.
     study_config, base = load_optimize_config(
@@ -267,9 +293,9 @@ def optimize_command(
         timeout=timeout or None,
         study_name=study_name or None,
         storage=storage or None,
-        seed=seed,
+        seed=None if seed is None or seed < 0 else seed,
     )
-    data_path, tags_path = _data_sources(data or None, tags or None)
+    data_path, tags_path = _data_sources(data, tags)
     tracking.configure()
     tracking.check_reachable()
     result = optimize.run_study(study_config, base, data_path, tags_path, storage=storage or None)

@@ -167,9 +167,7 @@ def _parse_tags(value: Any, path: Path, where: str) -> list[str]:
         except json.JSONDecodeError:
             raise TagifaiError(f"{path}: {where}: tags: not a JSON list: {value!r:.60}") from None
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
-        raise TagifaiError(
-            f"{path}: {where}: tags: expected a list of strings, got {value!r:.60}"
-        )
+        raise TagifaiError(f"{path}: {where}: tags: expected a list of strings, got {value!r:.60}")
     return [tag.strip() for tag in value if tag.strip()]
 
 
@@ -211,9 +209,8 @@ def load_projects(location: str | Path) -> pd.DataFrame:
             raise TagifaiError(f"{path}: {where}: id: expected an integer, got {raw_id!r:.40}")
         where = f"row {number} (id {project_id})"
         if project_id in first_seen:
-            raise TagifaiError(
-                f"{path}: {where}: duplicate id {project_id} (first at row {first_seen[project_id]})"
-            )
+            first = first_seen[project_id]
+            raise TagifaiError(f"{path}: {where}: duplicate id {project_id} (first at row {first})")
         first_seen[project_id] = number
         title, description = record["title"], record["description"]
         for name, value in (("title", title), ("description", description)):
@@ -278,7 +275,9 @@ def load_taxonomy(location: str | Path, strict_parents: bool = True) -> Taxonomy
     for tag, tag_parents in parents.items():
         unknown = [parent for parent in tag_parents if parent not in known]
         if unknown and strict_parents:
-            raise TagifaiError(f"{path}: tag {tag!r}: parent {unknown[0]!r} is not a tag in the file")
+            raise TagifaiError(
+                f"{path}: tag {tag!r}: parent {unknown[0]!r} is not a tag in the file"
+            )
         if unknown:
             logger.warning("%s: tag %r: ignoring unknown parent(s) %s", path, tag, unknown)
             parents[tag] = tuple(parent for parent in tag_parents if parent in known)

@@ -73,9 +73,7 @@ def f1_at(y_true: np.ndarray, y_pred: np.ndarray, average: str = "weighted") -> 
 
 
 def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    weighted = precision_recall_fscore_support(
-        y_true, y_pred, average="weighted", zero_division=0
-    )
+    weighted = precision_recall_fscore_support(y_true, y_pred, average="weighted", zero_division=0)
     micro = precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)
     return {
         "precision": float(weighted[0]),
@@ -84,11 +82,13 @@ def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         "micro_precision": float(micro[0]),
         "micro_recall": float(micro[1]),
         "micro_f1": float(micro[2]),
-        "num_samples": int(len(y_true)),
+        "num_samples": len(y_true),
     }
 
 
-def slice_masks(texts: Sequence[str], y_true: np.ndarray, short_words: int) -> dict[str, np.ndarray]:
+def slice_masks(
+    texts: Sequence[str], y_true: np.ndarray, short_words: int
+) -> dict[str, np.ndarray]:
     """Boolean row masks of the evaluation slices.
 
     Args:
@@ -147,7 +147,9 @@ def metrics_frame(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(metrics["class"], orient="index").sort_values("f1")
 
 
-def evaluate_predictor(predictor: Predictor, frame: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+def evaluate_predictor(
+    predictor: Predictor, frame: pd.DataFrame, classes: list[str]
+) -> dict[str, Any]:
     """Metrics of a trained predictor on a prepared split (the test split, for reporting).
 
     Args:

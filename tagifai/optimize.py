@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,9 +126,13 @@ def suggest(trial: optuna.Trial, search_space: dict[str, SearchSpace]) -> dict[s
     values: dict[str, Any] = {}
     for name, space in search_space.items():
         if space.type == "int":
-            values[name] = trial.suggest_int(name, space.low, space.high, step=space.step, log=space.log)
+            values[name] = trial.suggest_int(
+                name, space.low, space.high, step=space.step, log=space.log
+            )
         elif space.type == "float":
-            values[name] = trial.suggest_float(name, space.low, space.high, step=space.step, log=space.log)
+            values[name] = trial.suggest_float(
+                name, space.low, space.high, step=space.step, log=space.log
+            )
         else:
             values[name] = trial.suggest_categorical(name, list(space.choices))
     return values
@@ -215,7 +220,11 @@ def make_objective(
 
 
 def best_params_payload(
-    study: optuna.Study, config: OptimizeConfig, base: Params, dataset: data.Dataset
+    study: optuna.Study,
+    config: OptimizeConfig,
+    base: Params,
+    dataset: data.Dataset,
+    tags_location: str | None = None,
 ) -> dict[str, Any]:
     """Everything needed to retrain the best trial, plus where it came from."""
     best = study.best_trial
@@ -229,6 +238,7 @@ def best_params_payload(
         "mlflow_run_id": best.system_attrs.get(tracking.TRIAL_RUN_ATTR),
         "parent_run_id": study.user_attrs.get(tracking.PARENT_RUN_ATTR),
         "data_source": dataset.source,
+        "tags_source": tags_location,
         "data_digest": dataset.digest,
         "threshold": best.user_attrs.get("threshold"),
         "tuned": best.params,
@@ -250,14 +260,17 @@ def make_figures(study: optuna.Study, max_contour_params: int = 4) -> dict[str, 
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna.visualization as vis
     import optuna.visualization.matplotlib as vis_mpl
 
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     important: list[str] | None = None
     figures: dict[str, Any] = {}
-    with optuna_warnings_quiet():
+    with warnings.catch_warnings():
+        # Optuna's matplotlib plots are "experimental", and matplotlib warns about
+        # flat axes when a param took a single value: neither is news to the user.
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
         if len(completed) >= 2 and len(study.best_trial.params) >= 2:
             try:
                 importances = optuna.importance.get_param_importances(study)
@@ -265,9 +278,17 @@ def make_figures(study: optuna.Study, max_contour_params: int = 4) -> dict[str, 
             except (RuntimeError, ValueError) as exc:
                 logger.info("no param importances: %s", exc)
         plots: dict[str, tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]] = {
-            "optimization_history": (vis.plot_optimization_history, vis_mpl.plot_optimization_history, {}),
+            "optimization_history": (
+                vis.plot_optimization_history,
+                vis_mpl.plot_optimization_history,
+                {},
+            ),
             "param_importances": (vis.plot_param_importances, vis_mpl.plot_param_importances, {}),
-            "parallel_coordinate": (vis.plot_parallel_coordinate, vis_mpl.plot_parallel_coordinate, {}),
+            "parallel_coordinate": (
+                vis.plot_parallel_coordinate,
+                vis_mpl.plot_parallel_coordinate,
+                {},
+            ),
             "contour": (vis.plot_contour, vis_mpl.plot_contour, {"params": important}),
             "slice": (vis.plot_slice, vis_mpl.plot_slice, {}),
         }
@@ -281,23 +302,16 @@ def make_figures(study: optuna.Study, max_contour_params: int = 4) -> dict[str, 
                 figures[name] = (html, axes)
             except (ValueError, RuntimeError, IndexError) as exc:
                 logger.info("skipped plot %s: %s", name, exc)
-    figures_to_close = [axes.figure for _, axes in figures.values() if axes is not None]
-    make_figures.close = lambda: [plt.close(f) for f in figures_to_close]  # type: ignore[attr-defined]
     return figures
 
 
-class optuna_warnings_quiet:
-    """Silence Optuna's experimental-feature warnings (matplotlib plots are experimental)."""
+def close_figures(figures: dict[str, Any]) -> None:
+    """Free the matplotlib figures of :func:`make_figures`."""
+    import matplotlib.pyplot as plt
 
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+    for _, axes in figures.values():
+        if axes is not None:
+            plt.close(axes.figure)
 
 
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
@@ -363,11 +377,11 @@ def run_study(
             )
         payload = None
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            payload = best_params_payload(study, config, base, dataset)
+            payload = best_params_payload(study, config, base, dataset, tags_location)
             if tracker is not None:
                 figures = make_figures(study)
                 tracker.log_summary(study, payload, figures, study.trials_dataframe())
-                make_figures.close()  # type: ignore[attr-defined]
+                close_figures(figures)
             if best_params_file is not None:
                 write_json_atomic(best_params_file, payload)
     except KeyboardInterrupt:

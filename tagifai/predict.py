@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.pyfunc import PythonModel
 from numpyencoder import NumpyEncoder
 from torch import nn
 
@@ -153,7 +153,9 @@ class Predictor:
         out = []
         with torch.inference_mode():
             for start in range(0, len(inputs), PREDICT_BATCH_SIZE):
-                ids = torch.from_numpy(self.encoder.encode(inputs[start : start + PREDICT_BATCH_SIZE]))
+                ids = torch.from_numpy(
+                    self.encoder.encode(inputs[start : start + PREDICT_BATCH_SIZE])
+                )
                 out.append(torch.sigmoid(self.model(ids.to(device))).cpu().numpy())
         if not out:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
@@ -218,10 +220,12 @@ class Predictor:
         model = task.build_model(params, encoder, num_classes=len(labels["classes"]))
         state = torch.load(directory / "model.pt", map_location=device, weights_only=True)
         model.load_state_dict(state)
-        return cls(params, labels["classes"], encoder, model.to(device), np.asarray(stored["threshold"]))
+        return cls(
+            params, labels["classes"], encoder, model.to(device), np.asarray(stored["threshold"])
+        )
 
 
-class TagifaiPyfunc(mlflow.pyfunc.PythonModel):
+class TagifaiPyfunc(PythonModel):
     """MLflow pyfunc flavour: loads the files of a :class:`Predictor` in ``load_context``.
 
     Input: a frame with a ``text`` column or ``title``/``description`` columns
@@ -236,14 +240,17 @@ class TagifaiPyfunc(mlflow.pyfunc.PythonModel):
         self.predictor = Predictor.load(context.artifacts["predictor"])
 
     # No type hints on predict: MLflow would derive a conflicting schema from them.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context, model_input, params=None):
         """Tags for each input row."""
         if isinstance(model_input, list | tuple | np.ndarray | pd.Series):
             model_input = pd.DataFrame({"text": list(model_input)})
         elif isinstance(model_input, str):
             model_input = pd.DataFrame({"text": [model_input]})
         threshold = (params or {}).get("threshold")
-        if threshold is not None and abs(float(threshold) - self.predictor.default_threshold) < 1e-9:
+        if (
+            threshold is not None
+            and abs(float(threshold) - self.predictor.default_threshold) < 1e-9
+        ):
             threshold = None  # the signature's default: keep the tuned (per-class) cut-offs
         return self.format_results(self.predictor.predict(model_input, threshold=threshold))
 

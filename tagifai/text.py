@@ -150,7 +150,9 @@ class TextTask:
             texts = raw["text"]
         elif "title" in raw.columns or "description" in raw.columns:
             title = raw["title"] if "title" in raw.columns else pd.Series([""] * len(raw))
-            desc = raw["description"] if "description" in raw.columns else pd.Series([""] * len(raw))
+            desc = (
+                raw["description"] if "description" in raw.columns else pd.Series([""] * len(raw))
+            )
             for name, column in (("title", title), ("description", desc)):
                 _check_strings(column, name)
             texts = title.fillna("").str.cat(desc.fillna(""), sep=" ")

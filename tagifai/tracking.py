@@ -28,6 +28,7 @@ import pandas as pd
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 import tagifai
@@ -41,13 +42,15 @@ __all__ = [
     "MlflowReporter",
     "StudyTracker",
     "configure",
+    "download_best_params",
     "ensure_experiment",
     "git_commit",
+    "load_predictor",
     "log_predictor",
     "log_study_config",
     "log_training",
     "log_trial_model",
-    "load_predictor",
+    "register_version",
     "threshold_value",
     "train_run",
 ]
@@ -96,7 +99,13 @@ def configure(tracking_uri: str | None = None) -> str:
     mlflow.set_registry_uri(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Database migrations and artifact-repo chatter are not for the user's console.
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.pyfunc", "mlflow.models"):
+    for name in (
+        "alembic",
+        "mlflow.store.db.utils",
+        "mlflow.tracking.fluent",
+        "mlflow.pyfunc",
+        "mlflow.models",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     return uri
 
@@ -154,11 +163,20 @@ def git_commit() -> str:
 
 
 class MlflowReporter:
-    """Logs each epoch's metrics to the active run, with the epoch as step."""
+    """Logs each epoch's metrics to the active run, with the epoch as step.
+
+    Args:
+        also: Another reporter to forward every epoch to (a progress bar, a pruner).
+    """
+
+    def __init__(self, also: Any = None) -> None:
+        self.also = also
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Log ``metrics`` at ``step=epoch``."""
+        """Log ``metrics`` at ``step=epoch``, then forward them."""
         mlflow.log_metrics(metrics, step=epoch)
+        if self.also is not None:
+            self.also.on_epoch_end(epoch, metrics)
 
 
 @contextlib.contextmanager
@@ -211,7 +229,7 @@ def log_dataset(dataset: Dataset, splits: Splits) -> None:
     with warnings.catch_warnings():
         # MLflow registers its local-file source twice and warns that the path is ambiguous.
         warnings.filterwarnings("ignore", message="The specified dataset source")
-        mlflow_dataset = mlflow.data.from_pandas(
+        mlflow_dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             frame, source=source, targets="tags", name="projects", digest=dataset.digest
         )
     mlflow.log_input(mlflow_dataset, context="training")
@@ -235,8 +253,6 @@ def threshold_value(threshold: np.ndarray) -> float | list[float]:
 
 
 def log_training(
-    dataset: Dataset,
-    splits: Splits,
     predictor: Predictor,
     test_metrics: dict[str, Any],
     extra_metrics: dict[str, float],
@@ -247,8 +263,6 @@ def log_training(
     ``label_encoder.json`` and ``performance.json`` (test metrics).
 
     Args:
-        dataset: Prepared data.
-        splits: The splits used.
         predictor: The trained model.
         test_metrics: Output of :func:`tagifai.evaluate.get_metrics` on test.
         extra_metrics: Validation metrics, best epoch and the like.
@@ -279,7 +293,7 @@ def log_predictor(
     name: str = "model",
     input_example: bool = True,
     registered_model_name: str | None = None,
-) -> str:
+) -> ModelInfo:
     """Log a predictor as an MLflow pyfunc model into the active run.
 
     The model holds the predictor's files (weights as a ``state_dict``, encoder,
@@ -295,16 +309,20 @@ def log_predictor(
         registered_model_name: Also register a new version under this name.
 
     Returns:
-        The model URI (``models:/<model_id>``).
+        MLflow's record of the model (``model_uri``, ``registered_model_version``).
     """
     example = pd.DataFrame(
-        {"text": ["Transformers for text classification with PyTorch", "Detecting objects in images"]}
+        {
+            "text": [
+                "Transformers for text classification with PyTorch",
+                "Detecting objects in images",
+            ]
+        }
     )
     output = TagifaiPyfunc.format_results(predictor.predict(example))
-    signature = infer_signature(
-        example, output, params={"threshold": predictor.default_threshold}
-    )
-    with tempfile.TemporaryDirectory() as tmp:
+    signature = infer_signature(example, output, params={"threshold": predictor.default_threshold})
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
         folder = predictor.save(Path(tmp) / "predictor")
         info = mlflow.pyfunc.log_model(
             name=name,
@@ -316,7 +334,69 @@ def log_predictor(
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=registered_model_name,
         )
-    return str(info.model_uri)
+    return info
+
+
+def download_best_params(run_id: str) -> Path:
+    """Download the ``best_params.json`` artifact of an optimize parent run.
+
+    Raises:
+        TagifaiError: If the run does not exist or has no such artifact.
+    """
+    try:
+        MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise TagifaiError(
+            f"--from-run: no MLflow run {run_id!r} in {mlflow.get_tracking_uri()}"
+        ) from None
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="best_params.json")
+    except (MlflowException, OSError):
+        raise TagifaiError(
+            f"--from-run: run {run_id} has no best_params.json (not an optimize run?)"
+        ) from None
+    return Path(path)
+
+
+def register_version(
+    name: str,
+    version: str,
+    alias: str,
+    score: float,
+    force: bool,
+    tags: dict[str, str],
+    description: str,
+) -> tuple[bool, float | None]:
+    """Describe a new model version and move ``alias`` to it if it scores higher.
+
+    Args:
+        name: Registered model name.
+        version: The new version.
+        alias: Alias to maybe move (``champion``).
+        score: The new version's test F1 (its ``test_f1`` tag).
+        force: Move the alias whatever the scores.
+        tags: Version tags (metrics, the study it came from).
+        description: Version description.
+
+    Returns:
+        Whether the alias now points at the new version, and the previous
+        holder's score (``None`` if there was none).
+    """
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=description)
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+        current_score: float | None = float(current.tags.get("test_f1", "nan"))
+    except MlflowException:
+        current_score = None
+    if current_score is not None and np.isnan(current_score):
+        current_score = None
+    promote = force or current_score is None or score > current_score
+    if promote:
+        client.set_registered_model_alias(name, alias, version)
+    return promote, current_score
 
 
 def load_predictor(model_uri: str) -> Predictor:
@@ -455,7 +535,7 @@ class StudyTracker:
         """Wrap the objective so everything it logs lands in the trial's child run."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-            return self._callback.track_in_mlflow()(objective)  # type: ignore[no-any-return]
+            return self._callback.track_in_mlflow()(objective)
 
     def callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna callback: log the trial, then set its run's true status.

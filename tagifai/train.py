@@ -106,7 +106,11 @@ def _trim(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def _predict(
-    model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int, device: torch.device
+    model: nn.Module,
+    ids: torch.Tensor,
+    lengths: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
 ) -> torch.Tensor:
     model.eval()
     logits = []
@@ -187,7 +191,11 @@ def train(
             total += loss.item() * len(index)
 
         metrics, _ = validate()
-        metrics = {"train_loss": total / len(x_train), **metrics, "lr": optimizer.param_groups[0]["lr"]}
+        metrics = {
+            "train_loss": total / len(x_train),
+            **metrics,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         history.append(metrics)
         scheduler.step(metrics["val_f1"])
         if metrics["val_f1"] > best_f1:

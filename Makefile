@@ -1,0 +1,68 @@
+# tagifai: every target runs inside .venv, which `make install` builds from a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# One tracking store for the CLI, `mlflow run`, the UI and the model server.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/experiments/mlflow.db
+STUDY ?= tagifai
+HOST ?= 127.0.0.1
+UI_PORT ?= 5000
+SERVE_PORT ?= 5001
+MODEL_URI ?= models:/tagifai@champion
+
+.PHONY: help install test test-fast lint format train optimize train-best predict ui serve bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Build .venv (CPU torch pinned by constraints.txt) and install tagifai
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+test: install ## Run all tests, training and server tests included
+	$(PY) -m pytest
+
+test-fast: install ## Run the tests that train no model
+	$(PY) -m pytest -m "not training and not server and not slow"
+
+lint: install ## ruff check, ruff format --check and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install ## Format and autofix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+train: install ## Train one model on the sample data (one MLflow run)
+	tagifai train
+
+optimize: install ## Run the Optuna study through `mlflow run` on the sample data
+	tagifai init-experiment $(STUDY) >/dev/null
+	mlflow run . -e optimize --env-manager local --experiment-name $(STUDY) -P study_name=$(STUDY)
+
+train-best: install ## Train, log and register the model from config/best_params.json
+	tagifai train-best
+
+predict: install ## Tag a text with the champion model: make predict TEXT="..."
+	tagifai predict "$(TEXT)"
+
+ui: install ## MLflow UI on http://127.0.0.1:5000
+	mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(UI_PORT)
+
+serve: install ## Serve the champion model on http://127.0.0.1:5001/invocations
+	mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(SERVE_PORT)
+
+bench: install ## Benchmarks on the real data (../shared); writes benchmarks/RESULTS.md
+	$(PY) -m benchmarks.run_all
+
+clean: ## Remove run outputs (tracking store, studies, caches); keeps .venv
+	rm -rf experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data config/best_params.json
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

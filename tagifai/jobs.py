@@ -1,0 +1,189 @@
+"""Jobs the CLI runs: plain functions composing data, training, evaluation and tracking."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tagifai import data, evaluate, tracking
+from tagifai.config import Params, load_params
+from tagifai.errors import TagifaiError
+from tagifai.task import get_task
+from tagifai.train import Reporter, train
+
+__all__ = ["MODEL_NAME", "TrainOutcome", "load_best_params", "train_and_log", "train_best"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "tagifai"  # the registered model
+CHAMPION = "champion"  # the alias predict and serve load by default
+
+
+@dataclass
+class TrainOutcome:
+    """What a training job logged.
+
+    Attributes:
+        run_id: The MLflow run.
+        test_metrics: Metrics on the test split (reported, never used to select).
+        model_uri: URI of the logged model.
+        data_digest: Digest of the prepared data.
+        version: Registered model version, if registered.
+        promoted: Whether that version became ``champion``.
+        champion_f1: Test F1 of the previous champion, if any.
+    """
+
+    run_id: str
+    test_metrics: dict[str, Any]
+    model_uri: str
+    data_digest: str
+    version: str | None = None
+    promoted: bool = False
+    champion_f1: float | None = None
+
+
+def train_and_log(
+    params: Params,
+    data_location: str,
+    tags_location: str | None,
+    experiment_name: str,
+    run_tags: dict[str, str] | None = None,
+    registered_model_name: str | None = None,
+    reporter: Reporter | None = None,
+) -> TrainOutcome:
+    """Train one model as one MLflow run: params, epochs, test metrics, artifacts, model.
+
+    The threshold is chosen on validation inside :func:`tagifai.train.train`; the
+    test split is scored once, after training, for the record.
+
+    Args:
+        params: Training params.
+        data_location: Projects file (path or URL).
+        tags_location: Taxonomy file or ``None``.
+        experiment_name: MLflow experiment.
+        run_tags: Extra run tags (e.g. the study a model came from).
+        registered_model_name: Also register the model under this name.
+        reporter: Also receives every epoch's metrics (e.g. a progress bar).
+
+    Returns:
+        The run id, test metrics and model URI.
+    """
+    dataset = get_task(params.task).load(data_location, tags_location, params)
+    splits = data.split(dataset, params)
+    with tracking.train_run(experiment_name, tags=run_tags) as run_id:
+        tracking.log_params(params)
+        tracking.log_dataset(dataset, splits)
+        result = train(params, dataset, splits, reporter=tracking.MlflowReporter(also=reporter))
+        test_metrics = evaluate.evaluate_predictor(result.predictor, splits.test, dataset.classes)
+        tracking.log_training(
+            result.predictor,
+            test_metrics,
+            {
+                **result.val_metrics,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+            },
+        )
+        model = tracking.log_predictor(
+            result.predictor, registered_model_name=registered_model_name
+        )
+    version = model.registered_model_version
+    return TrainOutcome(
+        run_id=run_id,
+        test_metrics=test_metrics,
+        model_uri=str(model.model_uri),
+        data_digest=dataset.digest,
+        version=None if version is None else str(version),
+    )
+
+
+def load_best_params(params_file: Path | None, from_run: str | None) -> dict[str, Any]:
+    """The ``best_params.json`` of a study, from a file or an optimize parent run.
+
+    Raises:
+        TagifaiError: If both or neither source is usable, or the file is not one.
+    """
+    if params_file is not None and from_run is not None:
+        raise TagifaiError("--params and --from-run: give one, not both")
+    if from_run is not None:
+        params_file = tracking.download_best_params(from_run)
+    assert params_file is not None
+    load_params(params_file)  # validates, with the file's name in any error
+    payload: dict[str, Any] = json.loads(Path(params_file).read_text(encoding="utf-8"))
+    if "study_name" not in payload or "params" not in payload:
+        raise TagifaiError(
+            f"{params_file}: not a best_params.json from `tagifai optimize` "
+            "(no study_name/params); use `tagifai train --params` for plain params"
+        )
+    return payload
+
+
+def train_best(
+    payload: dict[str, Any],
+    data_location: str | None,
+    tags_location: str | None,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> TrainOutcome:
+    """Train the study's best params, register the model, maybe promote it to champion.
+
+    The run goes into the study's experiment, tagged with the study's parent run.
+    The new version becomes ``champion`` only if its test F1 beats the current
+    champion's (or ``force``).
+
+    Args:
+        payload: Content of ``best_params.json``.
+        data_location: Projects file; default the one the study used.
+        tags_location: Taxonomy; default the one the study used.
+        force: Promote whatever the scores.
+        reporter: Also receives every epoch's metrics.
+
+    Returns:
+        Run id, metrics, model URI, registered version and whether it was promoted.
+    """
+    params = Params.model_validate(payload["params"])
+    if data_location is None:
+        data_location = payload.get("data_source")
+        tags_location = tags_location or payload.get("tags_source")
+    if not data_location:
+        raise TagifaiError("train-best: no --data given and best_params.json names no data_source")
+    tags = {
+        "tagifai.job": "train-best",
+        "tagifai.study_name": str(payload["study_name"]),
+        "tagifai.parent_run_id": str(payload.get("parent_run_id") or ""),
+        "tagifai.best_trial_number": str(payload.get("trial_number")),
+        "tagifai.best_trial_run_id": str(payload.get("mlflow_run_id") or ""),
+    }
+    outcome = train_and_log(
+        params,
+        data_location,
+        tags_location,
+        experiment_name=str(payload["study_name"]),
+        run_tags=tags,
+        registered_model_name=MODEL_NAME,
+        reporter=reporter,
+    )
+    if payload.get("data_digest") and payload["data_digest"] != outcome.data_digest:
+        logger.warning(
+            "data digest %s differs from the study's %s: the model is not trained on the "
+            "data it was tuned on",
+            outcome.data_digest,
+            payload["data_digest"],
+        )
+    test_f1 = float(outcome.test_metrics["overall"]["f1"])
+    outcome.promoted, outcome.champion_f1 = tracking.register_version(
+        MODEL_NAME,
+        str(outcome.version),
+        alias=CHAMPION,
+        score=test_f1,
+        force=force,
+        tags={**tags, "run_id": outcome.run_id, "test_f1": f"{test_f1:.6f}"},
+        description=(
+            f"Trained from study {payload['study_name']!r} trial {payload.get('trial_number')} "
+            f"({payload.get('metric')}={payload.get('value')}); test F1 {test_f1:.4f}."
+        ),
+    )
+    return outcome
