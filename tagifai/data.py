@@ -151,7 +151,14 @@ def _read_records(path: Path, label: str) -> list[dict[str, Any]]:
         raise TagifaiError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     if isinstance(records, dict) and label == "taxonomy":
         # The 2020 format: {tag: {aliases, parents}}.
-        return [{"tag": key, **(value or {})} for key, value in records.items()]
+        rows = []
+        for key, value in records.items():
+            if value is not None and not isinstance(value, dict):
+                raise TagifaiError(
+                    f"{path}: {key}: expected an object with aliases/parents, got {value!r:.40}"
+                )
+            rows.append({**(value or {}), "tag": key})
+        return rows
     if not isinstance(records, list):
         raise TagifaiError(f"{path}: expected a JSON list of {label} objects")
     for row, record in enumerate(records, start=1):
@@ -352,17 +359,18 @@ def prepare(
         lambda text: clean_text(text, lower=params.lower, stopwords=params.stopwords)
     )
     tags = projects["tags"].map(lambda raw: _map_tags(raw, taxonomy, params))
-    frequency = Counter(tag for row in tags for tag in row)
+    has_text = texts.str.len().gt(0)  # e.g. a title of only punctuation
+    frequency = Counter(tag for row in tags[has_text] for tag in row)
     kept = {tag for tag, count in frequency.items() if count >= params.min_tag_freq}
     tags = tags.map(lambda row: [tag for tag in row if tag in kept])
     frame = pd.DataFrame({"id": projects["id"], "text": texts, "tags": tags})
-    has_tags = frame["tags"].map(bool) & frame["text"].str.len().gt(0)
-    frame = frame[has_tags].reset_index(drop=True)
+    keep = frame["tags"].map(bool) & has_text
+    frame = frame[keep].reset_index(drop=True)
     raw_tags = {tag for row in projects["tags"] for tag in row}
     counts = {
         "projects_in": len(projects),
         "projects_kept": len(frame),
-        "projects_dropped": int((~has_tags).sum()),
+        "projects_dropped": int((~keep).sum()),
         "tags_in": len(raw_tags),
         "tags_after_taxonomy": len(frequency),
         "tags_kept": len(kept),

@@ -211,7 +211,7 @@ def make_objective(
         trial.set_user_attr("best_epoch", result.best_epoch)
         if track:
             tracking.StudyTracker.log_trial(trial, result.predictor.threshold)
-            tracking.log_trial_model(result.predictor, result.val_metrics)
+            tracking.log_trial_model(result.predictor, result.val_metrics, config.metric)
         else:
             trial.set_user_attr("threshold", tracking.threshold_value(result.predictor.threshold))
         return float(result.val_metrics[config.metric])

@@ -239,8 +239,10 @@ class TagifaiPyfunc(PythonModel):
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
         self.predictor = Predictor.load(context.artifacts["predictor"])
 
-    # No type hints on predict: MLflow would derive a conflicting schema from them.
-    def predict(self, context, model_input, params=None):
+    # A DataFrame hint: MLflow then validates against the logged signature only.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         """Tags for each input row."""
         if isinstance(model_input, list | tuple | np.ndarray | pd.Series):
             model_input = pd.DataFrame({"text": list(model_input)})

@@ -204,7 +204,7 @@ class TextTask:
 
 
 def _check_strings(column: pd.Series, name: str) -> None:
-    for row, value in enumerate(column):
+    for row, value in enumerate(column, start=1):
         if isinstance(value, float) and np.isnan(value):
             value = None  # a missing cell in a frame
         if value is not None and not isinstance(value, str):

@@ -163,7 +163,10 @@ def git_commit() -> str:
 
 
 class MlflowReporter:
-    """Logs each epoch's metrics to the active run, with the epoch as step.
+    """Logs each epoch's metrics to the active run as ``epoch_<name>``, with the epoch as step.
+
+    The plain names (``val_f1``, ``val_loss``) are kept for the kept weights'
+    final values, which is also what an optimize trial's objective reports.
 
     Args:
         also: Another reporter to forward every epoch to (a progress bar, a pruner).
@@ -174,7 +177,7 @@ class MlflowReporter:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Log ``metrics`` at ``step=epoch``, then forward them."""
-        mlflow.log_metrics(metrics, step=epoch)
+        mlflow.log_metrics({f"epoch_{key}": value for key, value in metrics.items()}, step=epoch)
         if self.also is not None:
             self.also.on_epoch_end(epoch, metrics)
 
@@ -420,9 +423,13 @@ def load_predictor(model_uri: str) -> Predictor:
 # --- optimize studies ----------------------------------------------------------------
 
 
-def log_trial_model(predictor: Predictor, val_metrics: dict[str, float]) -> None:
-    """Inside a trial's child run: its final validation metrics and its model."""
-    mlflow.log_metrics({f"final_{key}": value for key, value in val_metrics.items()})
+def log_trial_model(predictor: Predictor, val_metrics: dict[str, float], objective: str) -> None:
+    """Inside a trial's child run: its validation metrics and its model.
+
+    The objective metric itself is left to the MLflowCallback, which logs it
+    under the same name once the trial is over.
+    """
+    mlflow.log_metrics({key: value for key, value in val_metrics.items() if key != objective})
     log_predictor(predictor, input_example=False)
 
 

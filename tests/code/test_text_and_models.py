@@ -1,0 +1,261 @@
+"""Tests of the text task (tokenizers, raw input checks) and the two networks' shapes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tagifai.config import Params
+from tagifai.errors import TagifaiError
+from tagifai.models import NgramBag, TextCNN
+from tagifai.text import MAX_TEXT_CHARS, NgramHasher, TextTask, Tokenizer
+
+TEXTS = ["deep image model", "image segmentation model", "text model"]
+
+
+# --- Tokenizer -----------------------------------------------------------------------
+
+
+def test_tokenizer_fit_orders_by_frequency_then_alphabet():
+    tokenizer = Tokenizer(char_level=False, max_length=16).fit(TEXTS)
+    assert tokenizer.token_to_index == {
+        "<pad>": 0,
+        "<unk>": 1,
+        "model": 2,  # 3 occurrences
+        "image": 3,  # 2
+        "deep": 4,  # 1 each, alphabetical
+        "segmentation": 5,
+        "text": 6,
+    }
+    assert len(tokenizer) == 7
+
+
+def test_tokenizer_min_freq():
+    tokenizer = Tokenizer(char_level=False, max_length=16).fit(TEXTS, min_freq=2)
+    assert set(tokenizer.token_to_index) == {"<pad>", "<unk>", "model", "image"}
+
+
+def test_tokenizer_encode_decode_round_trip():
+    tokenizer = Tokenizer(char_level=False, max_length=16).fit(TEXTS)
+    ids = tokenizer.encode(TEXTS)
+    assert ids.dtype == np.int64
+    assert ids.tolist() == [[4, 3, 2], [3, 5, 2], [6, 2, 0]]  # padded to the longest
+    assert tokenizer.decode(ids) == TEXTS
+
+
+def test_tokenizer_unknown_tokens():
+    tokenizer = Tokenizer(char_level=False, max_length=16).fit(TEXTS)
+    ids = tokenizer.encode(["graph model zebra"])
+    assert ids.tolist() == [[1, 2, 1]]
+    assert tokenizer.decode(ids) == ["<unk> model <unk>"]
+
+
+def test_tokenizer_max_length_truncates():
+    tokenizer = Tokenizer(char_level=False, max_length=2).fit(TEXTS)
+    ids = tokenizer.encode(["image segmentation model", "text"])
+    assert ids.shape == (2, 2)
+    assert ids.tolist() == [[3, 5], [6, 0]]
+
+
+def test_tokenizer_empty_inputs():
+    tokenizer = Tokenizer(char_level=False, max_length=8).fit(TEXTS)
+    assert tokenizer.encode([""]).tolist() == [[0]]
+    assert tokenizer.encode([]).shape == (0, 1)
+
+
+def test_tokenizer_char_level():
+    tokenizer = Tokenizer(char_level=True, max_length=8).fit(["abba", "cab"])
+    # a: 3, b: 3, c: 1 -> a, b by alphabet on the tie, then c.
+    assert tokenizer.token_to_index == {"<pad>": 0, "<unk>": 1, "a": 2, "b": 3, "c": 4}
+    ids = tokenizer.encode(["cab", "abz"])
+    assert ids.tolist() == [[4, 2, 3], [2, 3, 1]]
+    assert tokenizer.decode(tokenizer.encode(["abc ba"])) == ["abc<unk>ba"]
+    assert tokenizer.encode(["abcabcabcabc"]).shape == (1, 8)
+
+
+@pytest.mark.parametrize("char_level", [False, True])
+def test_tokenizer_state_round_trip(char_level):
+    task = TextTask()
+    tokenizer = Tokenizer(char_level=char_level, max_length=5).fit(TEXTS)
+    state = json.loads(json.dumps(tokenizer.to_dict()))  # as written to encoder.json
+    restored = task.load_encoder(state)
+    assert isinstance(restored, Tokenizer)
+    assert restored.char_level == char_level and restored.max_length == 5
+    probe = [*TEXTS, "unseen words here", "model"]
+    np.testing.assert_array_equal(restored.encode(probe), tokenizer.encode(probe))
+
+
+# --- NgramHasher ---------------------------------------------------------------------
+
+
+def test_ngram_hasher_ids_are_deterministic_and_in_range():
+    buckets = 1024
+    first, second = NgramHasher(buckets), NgramHasher(buckets)
+    texts = ["graph neural networks", "a", "transformers for text"]
+    ids = first.encode(texts)
+    np.testing.assert_array_equal(ids, second.encode(texts))
+    assert ids.dtype == np.int64
+    assert first.vocab_size == 2 * buckets + 1
+    features = ids[ids != 0]
+    assert features.min() >= 1 and features.max() <= 2 * buckets
+    # Word n-grams use 1..buckets, character n-grams buckets+1..2*buckets.
+    assert ((ids[0] >= 1) & (ids[0] <= buckets)).any()
+    assert (ids[0] > buckets).any()
+
+
+def test_ngram_hasher_pads_with_zeros():
+    ids = NgramHasher(1024).encode(["graph neural networks for molecules", "ok"])
+    lengths = (ids != 0).sum(axis=1)
+    assert ids.shape[1] == lengths[0] > lengths[1] > 0
+    # Row 2's features come first, zeros after.
+    assert (ids[1, : lengths[1]] != 0).all()
+    assert (ids[1, lengths[1] :] == 0).all()
+
+
+def test_ngram_hasher_word_order_features():
+    hasher = NgramHasher(4096)
+    forward, backward = hasher.encode(["alpha beta"])[0], hasher.encode(["beta alpha"])[0]
+    # Same unigrams and character n-grams, different bigram.
+    assert set(forward) != set(backward)
+    assert len(set(forward) ^ set(backward)) == 2
+
+
+def test_ngram_hasher_max_features():
+    ids = NgramHasher(1024, max_features=5).encode(["a longer text with many words inside"])
+    assert ids.shape == (1, 5)
+    assert (ids != 0).all()
+
+
+def test_ngram_hasher_state_round_trip():
+    hasher = NgramHasher(2048, max_features=64)
+    state = json.loads(json.dumps(hasher.to_dict()))
+    assert state == {"kind": "ngram_hasher", "buckets": 2048, "max_features": 64}
+    restored = TextTask().load_encoder(state)
+    assert isinstance(restored, NgramHasher)
+    np.testing.assert_array_equal(restored.encode(TEXTS), hasher.encode(TEXTS))
+
+
+# --- TextTask.inputs_from_raw --------------------------------------------------------
+
+PARAMS = Params()
+
+
+def test_inputs_from_raw_text_column():
+    raw = pd.DataFrame({"text": ["Hello, World!", "GPT-2 rocks"]})
+    assert TextTask().inputs_from_raw(raw, PARAMS) == ["hello world", "gpt 2 rocks"]
+
+
+def test_inputs_from_raw_title_and_description():
+    raw = pd.DataFrame({"title": ["Chat Bot", "Detector"], "description": ["Talks.", None]})
+    assert TextTask().inputs_from_raw(raw, PARAMS) == ["chat bot talks", "detector"]
+
+
+@pytest.mark.parametrize("column", ["title", "description"])
+def test_inputs_from_raw_one_of_title_description(column):
+    raw = pd.DataFrame({column: ["Graph Nets"]})
+    assert TextTask().inputs_from_raw(raw, PARAMS) == ["graph nets"]
+
+
+def test_inputs_from_raw_follows_params():
+    raw = pd.DataFrame({"text": ["The Best Model"]})
+    params = Params(lower=False, stopwords=True)
+    assert TextTask().inputs_from_raw(raw, params) == ["Best Model"]
+
+
+def test_inputs_from_raw_missing_columns():
+    raw = pd.DataFrame({"body": ["text"]})
+    with pytest.raises(TagifaiError) as info:
+        TextTask().inputs_from_raw(raw, PARAMS)
+    assert str(info.value) == (
+        "input: expected a 'text' column or 'title'/'description' columns, got ['body']"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (pd.DataFrame({"text": ["fine", 42]}), "input: row 2: text: expected a string, got 42"),
+        (
+            pd.DataFrame({"title": ["ok", 3.5], "description": ["a", "b"]}),
+            "input: row 2: title: expected a string, got 3.5",
+        ),
+        (pd.DataFrame({"text": ["fine", "   "]}), "input: row 2: text: empty text"),
+        (pd.DataFrame({"text": [None]}), "input: row 1: text: empty text"),
+        (pd.DataFrame({"title": [""], "description": [""]}), "input: row 1: text: empty text"),
+        (pd.DataFrame({"text": []}), "input: empty list of texts"),
+    ],
+)
+def test_inputs_from_raw_bad_values(raw, expected):
+    with pytest.raises(TagifaiError) as info:
+        TextTask().inputs_from_raw(raw, PARAMS)
+    assert str(info.value) == expected
+
+
+def test_inputs_from_raw_truncates_long_text():
+    raw = pd.DataFrame({"text": ["ab " * MAX_TEXT_CHARS]})  # 30,000 characters
+    (text,) = TextTask().inputs_from_raw(raw, PARAMS)
+    words = text.split()
+    assert len(words) == -(-MAX_TEXT_CHARS // 3)  # ceil: the cut may halve the last word
+    assert len(text) <= MAX_TEXT_CHARS
+
+
+# --- models --------------------------------------------------------------------------
+
+
+def make_cnn(num_classes: int = 5, max_filter_size: int = 4) -> TextCNN:
+    return TextCNN(
+        vocab_size=30,
+        embedding_dim=8,
+        filter_sizes=range(1, max_filter_size + 1),
+        num_filters=6,
+        hidden_dim=10,
+        dropout_p=0.1,
+        num_classes=num_classes,
+    )
+
+
+@pytest.mark.parametrize(("batch", "length"), [(3, 12), (1, 4), (2, 1), (4, 3)])
+def test_text_cnn_output_shape(batch, length):
+    torch.manual_seed(0)
+    model = make_cnn().eval()
+    ids = torch.randint(1, 30, (batch, length))
+    logits = model(ids)
+    assert logits.shape == (batch, 5)
+    assert torch.isfinite(logits).all()
+
+
+def test_text_cnn_short_input_matches_zero_padded():
+    torch.manual_seed(0)
+    model = make_cnn(max_filter_size=5).eval()
+    short = torch.tensor([[3, 7]])
+    padded = torch.tensor([[3, 7, 0, 0, 0]])
+    torch.testing.assert_close(model(short), model(padded))
+
+
+def test_ngram_bag_output_shape_and_padding():
+    torch.manual_seed(0)
+    model = NgramBag(vocab_size=50, embedding_dim=8, hidden_dim=10, dropout_p=0.1, num_classes=4)
+    model.eval()
+    ids = torch.tensor([[5, 9, 0, 0], [7, 8, 11, 12]])
+    logits = model(ids)
+    assert logits.shape == (2, 4)
+    # Padding is ignored by the mean: trailing zeros do not change the output.
+    torch.testing.assert_close(model(torch.tensor([[5, 9]])), logits[:1])
+
+
+@pytest.mark.parametrize("architecture", ["cnn", "ngram"])
+def test_build_model_from_params(architecture):
+    params = Params(
+        architecture=architecture, embedding_dim=8, hidden_dim=8, num_filters=4, ngram_buckets=1024
+    )
+    task = TextTask()
+    encoder = task.fit_encoder(TEXTS, params)
+    model = task.build_model(params, encoder, num_classes=3).eval()
+    expected = NgramBag if architecture == "ngram" else TextCNN
+    assert isinstance(model, expected)
+    ids = torch.from_numpy(encoder.encode(TEXTS))
+    assert model(ids).shape == (3, 3)

@@ -1,0 +1,131 @@
+"""One `tagifai train` = one MLflow run with params, step metrics, artifacts and a model
+that reloads in a fresh process; same seed, same metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tagifai import jobs, tracking
+from tagifai.cli import app
+from tagifai.config import Params
+
+pytestmark = pytest.mark.training
+
+
+def _train(params: Params, sample_paths: tuple[str, str], experiment: str) -> jobs.TrainOutcome:
+    tracking.configure()
+    return jobs.train_and_log(params, *sample_paths, experiment_name=experiment)
+
+
+def test_train_logs_one_complete_run(workdir, tiny_params, sample_paths, experiment_name):
+    outcome = _train(tiny_params, sample_paths, experiment_name)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    assert [run.info.run_id for run in runs] == [outcome.run_id]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+
+    # every param, as logged
+    assert run.data.params["lr"] == str(tiny_params.lr)
+    assert run.data.params["architecture"] == "ngram"
+    assert int(run.data.params["train_rows"]) > int(run.data.params["test_rows"]) > 0
+    assert int(run.data.params["prep_projects_dropped"]) > 0
+
+    # per-epoch step metrics, one point per epoch trained
+    epochs = int(run.data.metrics["epochs_run"])
+    for key in ("epoch_train_loss", "epoch_val_loss", "epoch_val_f1"):
+        history = client.get_metric_history(outcome.run_id, key)
+        assert [point.step for point in history] == list(range(1, epochs + 1))
+
+    # final test metrics and the threshold
+    assert run.data.metrics["test_f1"] == pytest.approx(outcome.test_metrics["overall"]["f1"])
+    assert 0.0 < run.data.metrics["threshold"] < 1.0
+
+    # artifacts
+    names = {item.path for item in client.list_artifacts(outcome.run_id)}
+    assert {"params.json", "tokenizer.json", "label_encoder.json", "performance.json"} <= names
+    local = Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id))
+    params_json = json.loads((local / "params.json").read_text())
+    assert params_json["lr"] == tiny_params.lr and "threshold" in params_json
+    performance = json.loads((local / "performance.json").read_text())
+    assert set(performance) == {"overall", "class", "slices"}
+    assert {"short_text", "long_text", "multi_tag"} == set(performance["slices"])
+
+    # data digest and git commit are recorded
+    assert run.data.tags["data_digest"] == run.inputs.dataset_inputs[0].dataset.digest
+    assert run.data.tags["git_commit"]
+
+
+def test_logged_model_reloads_in_a_fresh_process(
+    workdir, tiny_params, sample_paths, experiment_name
+):
+    outcome = _train(tiny_params, sample_paths, experiment_name)
+    script = (
+        "import mlflow, pandas as pd, json, sys\n"
+        f"m = mlflow.pyfunc.load_model('runs:/{outcome.run_id}/model')\n"
+        "out = m.predict(pd.DataFrame({'text': ['object detection with yolo', 'bert for nlp']}))\n"
+        "tags, probs = out['tags'].tolist(), out['probabilities'].tolist()\n"
+        "print(json.dumps({'tags': tags, 'probs': probs}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    classes = json.loads(
+        (
+            Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id)) / "label_encoder.json"
+        ).read_text()
+    )["classes"]
+    assert len(payload["tags"]) == 2
+    for tags, probs in zip(payload["tags"], payload["probs"], strict=True):
+        probabilities = json.loads(probs)
+        assert set(probabilities) == set(classes)
+        assert all(0.0 <= p <= 1.0 for p in probabilities.values())
+        assert set(tags) <= set(classes)
+
+
+def test_same_seed_same_metrics(workdir, tiny_params, sample_paths, experiment_name):
+    first = _train(tiny_params, sample_paths, experiment_name)
+    second = _train(tiny_params, sample_paths, experiment_name)
+    assert first.run_id != second.run_id
+    assert first.test_metrics == second.test_metrics
+    client = MlflowClient()
+    history = [
+        [point.value for point in client.get_metric_history(run_id, "epoch_val_loss")]
+        for run_id in (first.run_id, second.run_id)
+    ]
+    assert history[0] == history[1]
+
+
+def test_early_stopping_keeps_best_validation_weights(tiny_params, sample_paths):
+    from tagifai import data
+    from tagifai.task import get_task
+    from tagifai.train import train
+
+    params = tiny_params.model_copy(update={"num_epochs": 12, "patience": 3, "lr": 0.05})
+    dataset = get_task("text").load(*sample_paths, params)
+    splits = data.split(dataset, params)
+    result = train(params, dataset, splits)
+    best = max(range(len(result.history)), key=lambda i: result.history[i]["val_f1"])
+    assert result.best_epoch == best + 1
+    # the kept weights reproduce the best epoch's validation F1, not the last epoch's
+    assert result.val_metrics["val_f1"] == pytest.approx(result.history[best]["val_f1"])
+
+
+def test_cli_train_prints_run_id_and_metrics(workdir, tiny_params_file):
+    result = CliRunner().invoke(app, ["train", "--params", str(tiny_params_file)])
+    assert result.exit_code == 0, result.output
+    run_id = result.output.split("run_id:")[1].split()[0]
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+    assert "f1" in result.output
+    # the default local store would be under experiments/ - MLFLOW_TRACKING_URI won
+    assert not (workdir / "experiments" / "mlflow.db").exists()

@@ -1,0 +1,41 @@
+"""Helpers shared by the tests (importable as ``helpers``: pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Params overrides that train in about a second on the sample data.
+TINY = {
+    "architecture": "ngram",
+    "ngram_buckets": 4096,
+    "embedding_dim": 16,
+    "hidden_dim": 16,
+    "num_filters": 8,
+    "max_filter_size": 2,
+    "lr": 0.02,
+    "num_epochs": 3,
+    "patience": 2,
+    "batch_size": 64,
+}
+
+
+def copy_project(target: Path) -> Path:
+    """A copy of the project's MLproject, env files and config (for `mlflow run` in isolation)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("MLproject", "conda.yaml", "pyproject.toml"):
+        shutil.copy(REPO / name, target / name)
+    shutil.copytree(REPO / "config", target / "config", ignore=shutil.ignore_patterns("best_*"))
+    return target
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process, with the venv's bin first on PATH."""
+    inherited = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    env = {key: value for key, value in os.environ.items() if key not in inherited}
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
