@@ -180,7 +180,7 @@ def train_best(
         alias=CHAMPION,
         score=test_f1,
         force=force,
-        tags={**tags, "run_id": outcome.run_id, "test_f1": f"{test_f1:.6f}"},
+        tags={**tags, "run_id": outcome.run_id, "test_f1": repr(test_f1)},
         description=(
             f"Trained from study {payload['study_name']!r} trial {payload.get('trial_number')} "
             f"({payload.get('metric')}={payload.get('value')}); test F1 {test_f1:.4f}."

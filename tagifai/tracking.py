@@ -27,9 +27,10 @@ import optuna
 import pandas as pd
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 import tagifai
 from tagifai.config import EXPERIMENTS_DIR, Params
@@ -64,6 +65,7 @@ TRIAL_RUN_ATTR = "mlflow_run_id"  # trial system attribute the MLflowCallback se
 # Where a logged model's code comes from: the installed package, so the model
 # loads wherever MLflow runs without installing tagifai there.
 PACKAGE_DIR = Path(tagifai.__file__).parent
+INPUT_COLUMNS = ("text", "title", "description")
 PIP_REQUIREMENTS = [
     "torch==2.13.0",
     "mlflow>=3.17,<3.18",
@@ -322,8 +324,17 @@ def log_predictor(
             ]
         }
     )
-    output = TagifaiPyfunc.format_results(predictor.predict(example))
-    signature = infer_signature(example, output, params={"threshold": predictor.default_threshold})
+    signature = ModelSignature(
+        # Either a text column, or title and/or description columns.
+        inputs=Schema([ColSpec(DataType.string, name, required=False) for name in INPUT_COLUMNS]),
+        outputs=Schema(
+            [
+                ColSpec(Array(DataType.string), "tags"),
+                ColSpec(DataType.string, "probabilities"),  # JSON object: tag -> probability
+            ]
+        ),
+        params=ParamSchema([ParamSpec("threshold", DataType.double, predictor.default_threshold)]),
+    )
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*An input example was not provided")
         folder = predictor.save(Path(tmp) / "predictor")
