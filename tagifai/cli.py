@@ -6,11 +6,13 @@ Every command prints one line on stderr and exits with code 2 on bad input (a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -36,6 +38,37 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(name: str) -> Callable[[F], F]:
+    """Register a CLI command whose project errors become one stderr line and exit code 2.
+
+    Ctrl-C becomes exit code 130 with a line saying the work can be resumed.
+    """
+
+    def register(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except TagifaiError as exc:
+                err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                err_console.print(
+                    f"interrupted: run the same `tagifai {name}` command again to resume",
+                    markup=False,
+                    highlight=False,
+                )
+                raise typer.Exit(130) from None
+
+        app.command(name)(wrapper)
+        return func
+
+    return register
+
 
 DataOption = Annotated[
     str | None,
@@ -92,7 +125,7 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
-@app.command("train")
+@command("train")
 def train_command(
     data: DataOption = None,
     tags: TagsOption = None,
@@ -107,13 +140,13 @@ def train_command(
     from tagifai import jobs, tracking
 
     params = load_params(params_file)
-    data_path, tags_path = _data_sources(data, tags)
+    dataset, splits = jobs.load_data(params, *_data_sources(data, tags))
     tracking.configure()
     with _progress() as progress:
         outcome = jobs.train_and_log(
             params,
-            data_path,
-            tags_path,
+            dataset,
+            splits,
             experiment_name,
             reporter=_EpochProgress(progress, params.num_epochs),
         )
@@ -121,7 +154,7 @@ def train_command(
     _print_metrics("test metrics", outcome.test_metrics["overall"])
 
 
-@app.command("train-best")
+@command("train-best")
 def train_best_command(
     params_file: Annotated[
         Path | None,
@@ -147,11 +180,12 @@ def train_best_command(
     from tagifai import jobs, tracking
     from tagifai.config import BEST_PARAMS_FILE
 
-    tracking.configure()
     if params_file is None and from_run is None:
         params_file = BEST_PARAMS_FILE
         if not params_file.is_file():
             raise TagifaiError(f"{params_file}: file not found; run `make optimize` first")
+    if from_run:
+        tracking.configure()
     payload = jobs.load_best_params(params_file, from_run or None)
     epochs = int(payload["params"].get("num_epochs", 1))
     with _progress() as progress:
@@ -187,7 +221,7 @@ def _load_predictor(uri: str) -> Any:
     return tracking.load_predictor(uri)
 
 
-@app.command("evaluate")
+@command("evaluate")
 def evaluate_command(
     run_id: Annotated[str, typer.Option("--run-id", help="Run whose model to evaluate.")],
     data: DataOption = None,
@@ -207,7 +241,7 @@ def evaluate_command(
     console.print_json(json.dumps({"slices": metrics["slices"]}))
 
 
-@app.command("predict")
+@command("predict")
 def predict_command(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to tag.")] = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Model of this run.")] = None,
@@ -257,7 +291,7 @@ def predict_command(
         )
 
 
-@app.command("optimize")
+@command("optimize")
 def optimize_command(
     config: Annotated[
         Path, typer.Option("--config", help="Study config YAML.")
@@ -281,7 +315,7 @@ def optimize_command(
     """Run (or resume) an Optuna study; one MLflow parent run, one child per trial."""
     import optuna
 
-    from tagifai import optimize, tracking
+    from tagifai import jobs, optimize, tracking
     from tagifai.config import load_optimize_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar tells the story
@@ -296,9 +330,12 @@ def optimize_command(
         seed=None if seed is None or seed < 0 else seed,
     )
     data_path, tags_path = _data_sources(data, tags)
+    dataset, splits = jobs.load_data(base, data_path, tags_path)
     tracking.configure()
     tracking.check_reachable()
-    result = optimize.run_study(study_config, base, data_path, tags_path, storage=storage or None)
+    result = optimize.run_study(
+        study_config, base, dataset, splits, tags_path, storage=storage or None
+    )
     study = result.study
     states = [t.state.name for t in study.trials]
     if result.trials_run == 0:
@@ -318,7 +355,7 @@ def optimize_command(
         )
 
 
-@app.command("init-experiment")
+@command("init-experiment")
 def init_experiment_command(name: Annotated[str, typer.Argument(help="Experiment name.")]) -> None:
     """Create an MLflow experiment with artifacts under experiments/ (used before `mlflow run`)."""
     from tagifai import tracking

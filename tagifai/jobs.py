@@ -14,7 +14,14 @@ from tagifai.errors import TagifaiError
 from tagifai.task import get_task
 from tagifai.train import Reporter, train
 
-__all__ = ["MODEL_NAME", "TrainOutcome", "load_best_params", "train_and_log", "train_best"]
+__all__ = [
+    "MODEL_NAME",
+    "TrainOutcome",
+    "load_best_params",
+    "load_data",
+    "train_and_log",
+    "train_best",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +52,18 @@ class TrainOutcome:
     champion_f1: float | None = None
 
 
+def load_data(
+    params: Params, data_location: str, tags_location: str | None
+) -> tuple[data.Dataset, data.Splits]:
+    """Read, validate, prepare and split the data (before anything is logged)."""
+    dataset = get_task(params.task).load(data_location, tags_location, params)
+    return dataset, data.split(dataset, params)
+
+
 def train_and_log(
     params: Params,
-    data_location: str,
-    tags_location: str | None,
+    dataset: data.Dataset,
+    splits: data.Splits,
     experiment_name: str,
     run_tags: dict[str, str] | None = None,
     registered_model_name: str | None = None,
@@ -61,8 +76,8 @@ def train_and_log(
 
     Args:
         params: Training params.
-        data_location: Projects file (path or URL).
-        tags_location: Taxonomy file or ``None``.
+        dataset: Prepared data (:func:`load_data`).
+        splits: Its split.
         experiment_name: MLflow experiment.
         run_tags: Extra run tags (e.g. the study a model came from).
         registered_model_name: Also register the model under this name.
@@ -71,8 +86,6 @@ def train_and_log(
     Returns:
         The run id, test metrics and model URI.
     """
-    dataset = get_task(params.task).load(data_location, tags_location, params)
-    splits = data.split(dataset, params)
     with tracking.train_run(experiment_name, tags=run_tags) as run_id:
         tracking.log_params(params)
         tracking.log_dataset(dataset, splits)
@@ -157,10 +170,12 @@ def train_best(
         "tagifai.best_trial_number": str(payload.get("trial_number")),
         "tagifai.best_trial_run_id": str(payload.get("mlflow_run_id") or ""),
     }
+    dataset, splits = load_data(params, data_location, tags_location)
+    tracking.configure()
     outcome = train_and_log(
         params,
-        data_location,
-        tags_location,
+        dataset,
+        splits,
         experiment_name=str(payload["study_name"]),
         run_tags=tags,
         registered_model_name=MODEL_NAME,

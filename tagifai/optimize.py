@@ -31,7 +31,6 @@ from tagifai.config import (
 )
 from tagifai.errors import TagifaiError
 from tagifai.predict import write_json_atomic
-from tagifai.task import get_task
 from tagifai.train import train
 
 __all__ = [
@@ -323,8 +322,9 @@ def remaining_trials(study: optuna.Study, n_trials: int) -> int:
 def run_study(
     config: OptimizeConfig,
     base: Params,
-    data_location: str,
-    tags_location: str | None,
+    dataset: data.Dataset,
+    splits: data.Splits,
+    tags_location: str | None = None,
     storage: str | None = None,
     best_params_file: Path | None = BEST_PARAMS_FILE,
     track: bool = True,
@@ -335,8 +335,9 @@ def run_study(
     Args:
         config: Study settings, CLI overrides applied.
         base: Params every trial starts from.
-        data_location: Projects file (path or URL).
-        tags_location: Taxonomy file, or ``None``.
+        dataset: Prepared data (read and validated before anything is logged).
+        splits: Its split; trials read train and validation only.
+        tags_location: The taxonomy file, recorded in ``best_params.json``.
         storage: Optuna storage URL (overrides ``config.storage``).
         best_params_file: Where to write ``best_params.json`` (``None``: don't).
         track: Log to MLflow (a no-op tracker otherwise, for benchmarks).
@@ -346,15 +347,12 @@ def run_study(
         What this invocation did.
     """
     started = time.perf_counter()
-    task = get_task(base.task)
-    dataset = task.load(data_location, tags_location, base)
-    splits = data.split(dataset, base)
     study = open_study(config, storage)
     recorded = study.user_attrs.get("data_digest")
     if recorded is not None and recorded != dataset.digest:
         raise TagifaiError(
             f"study {config.study_name!r} was run on data with digest {recorded}; "
-            f"{data_location} has digest {dataset.digest}: use another --study-name"
+            f"{dataset.source} has digest {dataset.digest}: use another --study-name"
         )
     study.set_user_attr("data_digest", dataset.digest)
     todo = remaining_trials(study, config.n_trials)

@@ -14,7 +14,7 @@ from helpers import REPO, copy_project, subprocess_env
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from tagifai import optimize, tracking
+from tagifai import jobs, optimize, tracking
 from tagifai.cli import app
 from tagifai.config import load_optimize_config
 
@@ -62,7 +62,8 @@ def test_study_is_one_parent_with_truthful_children(
 
     monkeypatch.setattr(optimize, "train", flaky_train)
     tracking.configure()
-    result = optimize.run_study(config, base, *sample_paths, show_progress=False)
+    dataset, splits = jobs.load_data(base, *sample_paths)
+    result = optimize.run_study(config, base, dataset, splits, sample_paths[1], show_progress=False)
     study = result.study
     states = [trial.state.name for trial in study.trials]
     assert len(states) == 5
@@ -166,10 +167,10 @@ def test_config_error_exits_2_and_logs_nothing(workdir, tiny_params_file):
         f"params: {tiny_params_file}\nsearch_space:\n  lr: {{type: float, low: 0.1, high: 0.01}}\n"
     )
     result = CliRunner().invoke(app, ["optimize", "--config", str(bad)])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, Exception)
-    message = str(result.exception)
-    assert "bad.yaml" in message and "search_space.lr" in message and "low" in message
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "bad.yaml" in lines[0] and "search_space.lr" in lines[0] and "low" in lines[0]
     assert not (workdir / "mlflow.db").exists()
     assert not (workdir / "experiments").exists()
     assert not (workdir / "config" / "best_params.json").exists()

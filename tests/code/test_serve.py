@@ -11,8 +11,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-
 from helpers import REPO, subprocess_env
+
 from tagifai import jobs, tracking
 
 pytestmark = [pytest.mark.server, pytest.mark.training]

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.training
 
 def _train(params: Params, sample_paths: tuple[str, str], experiment: str) -> jobs.TrainOutcome:
     tracking.configure()
-    return jobs.train_and_log(params, *sample_paths, experiment_name=experiment)
+    dataset, splits = jobs.load_data(params, *sample_paths)
+    return jobs.train_and_log(params, dataset, splits, experiment_name=experiment)
 
 
 def test_train_logs_one_complete_run(workdir, tiny_params, sample_paths, experiment_name):

@@ -12,8 +12,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from helpers import REPO
+
 from tagifai import data
 from tagifai.config import SAMPLE_PROJECTS, SAMPLE_TAGS, Params
 from tagifai.predict import Predictor
