@@ -185,7 +185,7 @@ def train_best_command(
         if not params_file.is_file():
             raise TagifaiError(f"{params_file}: file not found; run `make optimize` first")
     if from_run:
-        tracking.configure()
+        tracking.configure(read_only=True)
     payload = jobs.load_best_params(params_file, from_run or None)
     epochs = int(payload["params"].get("num_epochs", 1))
     with _progress() as progress:
@@ -217,7 +217,7 @@ def _resolve_model_uri(run_id: str | None, model_uri: str | None) -> str:
 def _load_predictor(uri: str) -> Any:
     from tagifai import tracking
 
-    tracking.configure()
+    tracking.configure(read_only=True)
     return tracking.load_predictor(uri)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -367,4 +368,23 @@ def load_optimize_config(
                 space.grid()
             except ValueError as exc:
                 raise TagifaiError(f"{path}: search_space.{name}: {exc}") from None
+    _check_sampler_and_pruner(config, path)
     return config, base
+
+
+def _check_sampler_and_pruner(config: OptimizeConfig, path: Path) -> None:
+    """Build the sampler and pruner once, so kwargs they reject fail at load time.
+
+    Otherwise a bad kwarg would only fail once the study is opened, after the
+    tracking store and the study storage were created. Optuna stays in
+    :mod:`tagifai.optimize` (imported here, late, to avoid a cycle).
+    """
+    from tagifai.optimize import create_pruner, create_sampler
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental-feature notes: shown when it runs
+            create_sampler(config.sampler, config.seed, config.search_space)
+            create_pruner(config.pruner)
+    except TagifaiError as exc:
+        raise TagifaiError(f"{path}: {exc}") from None

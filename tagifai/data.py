@@ -279,15 +279,19 @@ def load_taxonomy(location: str | Path, strict_parents: bool = True) -> Taxonomy
         tags.append(tag)
         parents[tag] = tuple(record.get("parents", []))
     known = set(tags)
-    for tag, tag_parents in parents.items():
-        unknown = [parent for parent in tag_parents if parent not in known]
-        if unknown and strict_parents:
-            raise TagifaiError(
-                f"{path}: tag {tag!r}: parent {unknown[0]!r} is not a tag in the file"
-            )
-        if unknown:
-            logger.warning("%s: tag %r: ignoring unknown parent(s) %s", path, tag, unknown)
-            parents[tag] = tuple(parent for parent in tag_parents if parent in known)
+    unknown = {tag: [p for p in ps if p not in known] for tag, ps in parents.items()}
+    unknown = {tag: missing for tag, missing in unknown.items() if missing}
+    if unknown and strict_parents:
+        tag, missing = next(iter(unknown.items()))
+        raise TagifaiError(f"{path}: tag {tag!r}: parent {missing[0]!r} is not a tag in the file")
+    if unknown:
+        logger.warning(
+            "%s: ignoring %d parent(s) that are not tags of the file (e.g. %r of %r)",
+            path,
+            sum(len(missing) for missing in unknown.values()),
+            *next((missing[0], tag) for tag, missing in unknown.items()),
+        )
+        parents = {tag: tuple(p for p in ps if p in known) for tag, ps in parents.items()}
     for alias, tag in aliases.items():
         if alias in known and alias != tag:
             raise TagifaiError(f"{path}: alias {alias!r} of {tag!r} is also a tag")

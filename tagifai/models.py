@@ -59,7 +59,7 @@ class TextCNN(nn.Module):
 
 class NgramBag(nn.Module):
     """A fastText-style model: the mean of hashed n-gram embeddings, a hidden layer
-    and one logit per class. Fast to train and strong on short texts.
+    and one logit per class. Fast to train, and unseen words still have n-grams.
 
     Args:
         vocab_size: Rows of the embedding bag (feature 0 pads).
@@ -78,7 +78,10 @@ class NgramBag(nn.Module):
         num_classes: int,
     ) -> None:
         super().__init__()
-        self.embeddings = nn.EmbeddingBag(vocab_size, embedding_dim, mode="mean", padding_idx=0)
+        # Sparse gradients: an update touches only the rows of the batch's n-grams.
+        self.embeddings = nn.EmbeddingBag(
+            vocab_size, embedding_dim, mode="mean", padding_idx=0, sparse=True
+        )
         self.dropout = nn.Dropout(dropout_p)
         self.fc1 = nn.Linear(embedding_dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, num_classes)

@@ -80,7 +80,7 @@ PIP_REQUIREMENTS = [
 ]
 
 
-def configure(tracking_uri: str | None = None) -> str:
+def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
     """Point MLflow at the tracking store and return its URI.
 
     Order: the argument, then ``MLFLOW_TRACKING_URI``, then the default sqlite
@@ -89,14 +89,23 @@ def configure(tracking_uri: str | None = None) -> str:
 
     Args:
         tracking_uri: An explicit store, e.g. ``http://127.0.0.1:5000``.
+        read_only: For commands that only read (predict, evaluate): a sqlite
+            store that does not exist is an error instead of a new empty store.
 
     Returns:
         The URI in use.
+
+    Raises:
+        TagifaiError: If ``read_only`` and the sqlite store does not exist.
     """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri == DEFAULT_TRACKING_URI:
-        EXPERIMENTS_DIR.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{(Path.cwd() / EXPERIMENTS_DIR / 'mlflow.db').as_posix()}"
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        if read_only and not database.is_file():
+            raise TagifaiError(f"{database}: no MLflow tracking store yet (train a model first)")
+        database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -85,14 +85,22 @@ def _class_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
 
-def _make_optimizer(params: Params, model: nn.Module) -> torch.optim.Optimizer:
+def _make_optimizers(params: Params, model: nn.Module) -> list[torch.optim.Optimizer]:
+    """The configured optimizer, plus SparseAdam for embeddings with sparse gradients."""
+    sparse = [
+        module.weight
+        for module in model.modules()
+        if isinstance(module, nn.Embedding | nn.EmbeddingBag) and module.sparse
+    ]
+    dense = [p for p in model.parameters() if all(p is not q for q in sparse)]
     optimizers: dict[str, Callable[..., torch.optim.Optimizer]] = {
         "adam": torch.optim.Adam,
         "adamw": torch.optim.AdamW,
     }
-    return optimizers[params.optimizer](
-        model.parameters(), lr=params.lr, weight_decay=params.weight_decay
-    )
+    chosen = [optimizers[params.optimizer](dense, lr=params.lr, weight_decay=params.weight_decay)]
+    if sparse:
+        chosen.append(torch.optim.SparseAdam(sparse, lr=params.lr))
+    return chosen
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
@@ -157,10 +165,13 @@ def train(
     model = task.build_model(params, encoder, num_classes=len(dataset.classes)).to(device)
     weight = _class_weights(y_train_np).to(device) if params.class_weights else None
     loss_fn = nn.BCEWithLogitsLoss(weight=weight)
-    optimizer = _make_optimizer(params, model)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=params.lr_factor, patience=params.lr_patience
-    )
+    optimizers = _make_optimizers(params, model)
+    schedulers = [
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=params.lr_factor, patience=params.lr_patience
+        )
+        for optimizer in optimizers
+    ]
     generator = torch.Generator().manual_seed(params.seed)
 
     def validate() -> tuple[dict[str, float], np.ndarray]:
@@ -183,21 +194,24 @@ def train(
         model.train()
         total = 0.0
         for index in _batches(len(x_train), params.batch_size, generator):
-            optimizer.zero_grad()
+            for optimizer in optimizers:
+                optimizer.zero_grad()
             logits = model(_trim(x_train[index], len_train[index]).to(device))
             loss = loss_fn(logits, y_train[index].to(device))
             loss.backward()
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             total += loss.item() * len(index)
 
         metrics, _ = validate()
         metrics = {
             "train_loss": total / len(x_train),
             **metrics,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": optimizers[0].param_groups[0]["lr"],
         }
         history.append(metrics)
-        scheduler.step(metrics["val_f1"])
+        for scheduler in schedulers:
+            scheduler.step(metrics["val_f1"])
         if metrics["val_f1"] > best_f1:
             best_f1, best_epoch = metrics["val_f1"], epoch
             best_state = copy.deepcopy(model.state_dict())

@@ -1,0 +1,605 @@
+"""Bad input through the real CLI: exit code 2, one ``error:`` line, no traceback, no writes.
+
+Each case writes its bad files into the test's ``workdir`` (own cwd, own sqlite
+MLflow store), runs one ``tagifai`` command in-process and checks that:
+
+- the exit code is 2;
+- stderr is exactly one line, ``error: ...``, naming the file / field / value;
+- no traceback appears anywhere in the output;
+- nothing was written: no MLflow store, no ``experiments/`` (so no Optuna study
+  either, its default storage lives there), no ``config/best_params.json``.
+
+Cases that need a trained model use one tiny model trained once per module, its
+MLflow store copied into the test's workdir; they check instead that the number
+of runs did not change and that no file appeared.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import yaml
+from helpers import REPO, TINY
+from typer.testing import CliRunner
+
+from tagifai.cli import app
+from tagifai.config import SAMPLE_PROJECTS, Params
+
+UNKNOWN_RUN = "deadbeef" * 4
+TRACEBACK_MARKERS = ("Traceback", 'File "')
+
+Content = str | bytes | Callable[[dict[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad invocation.
+
+    Attributes:
+        args: CLI arguments; ``{tiny}``, ``{sample}`` and ``{run_id}`` are filled in.
+        expected: Substrings the one stderr line must contain.
+        files: Files written into the workdir first (name -> content; a callable
+            gets the tiny params as a dict and returns the text).
+        model: Run against a store holding the module's trained model.
+    """
+
+    args: tuple[str, ...]
+    expected: tuple[str, ...]
+    files: dict[str, Content] = field(default_factory=dict)
+    model: bool = False
+
+
+def case(
+    case_id: str,
+    *args: str,
+    expected: tuple[str, ...],
+    files: dict[str, Content] | None = None,
+    model: bool = False,
+    xfail: pytest.MarkDecorator | None = None,
+) -> Any:
+    """A ``pytest.param`` of one :class:`Case`; model cases are marked ``training``."""
+    marks = [mark for mark in (xfail, model and pytest.mark.training) if mark]
+    return pytest.param(Case(args, expected, files or {}, model), id=case_id, marks=marks)
+
+
+def tiny_with(**overrides: Any) -> Callable[[dict[str, Any]], str]:
+    """A params file: the tiny params with ``overrides`` (bad values allowed)."""
+    return lambda tiny: json.dumps({**tiny, **overrides})
+
+
+def study(**overrides: Any) -> str:
+    """A cheap valid study YAML (base params: the tiny ones) with ``overrides``."""
+    base: dict[str, Any] = {
+        "study_name": "bad-input",
+        "n_trials": 1,
+        "params": "{tiny}",
+        "sampler": {"name": "Random"},
+        "pruner": {"name": "Nop"},
+        "search_space": {"dropout_p": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1}},
+    }
+    return yaml.safe_dump({**base, **overrides})
+
+
+def project(number: int, **fields: Any) -> dict[str, Any]:
+    """A valid project row (two tags alternate, so two classes survive filtering)."""
+    tag = "nlp" if number % 2 else "vision"
+    row = {"id": number, "title": f"Project {number}", "description": "A model.", "tags": [tag]}
+    return {**row, **fields}
+
+
+def projects(count: int = 12, **second_row: Any) -> str:
+    """A projects.json of ``count`` valid rows, the second one overridden."""
+    rows = [project(number) for number in range(1, count + 1)]
+    rows[1] = project(2, **second_row)
+    return json.dumps(rows)
+
+
+def train(*extra: str) -> tuple[str, ...]:
+    """``tagifai train`` on the tiny params."""
+    return ("train", "--params", "{tiny}", *extra)
+
+
+CASES = [
+    # --- data: tagifai train --data FILE [--tags FILE] --------------------------------
+    case(
+        "data-missing-file", *train("--data", "nope.json"), expected=("nope.json: file not found",)
+    ),
+    case(
+        "data-not-utf8",
+        *train("--data", "latin1.json"),
+        files={"latin1.json": b'[{"id": 1, "title": "caf\xe9"}]'},
+        expected=("latin1.json", "not UTF-8"),
+    ),
+    case(
+        "data-invalid-json",
+        *train("--data", "broken.json"),
+        files={"broken.json": '[{"id": 1,'},
+        expected=("broken.json", "invalid JSON at line 1"),
+    ),
+    case(
+        "data-json-not-a-list",
+        *train("--data", "object.json"),
+        files={"object.json": json.dumps(project(1))},
+        expected=("object.json", "expected a JSON list of project objects"),
+    ),
+    case(
+        "data-csv-missing-column",
+        *train("--data", "projects.csv"),
+        files={"projects.csv": 'id,description,tags\n1,A model.,"[""nlp""]"\n'},
+        expected=("projects.csv", "missing column 'title'"),
+    ),
+    case(
+        "data-json-missing-description",
+        *train("--data", "nodesc.json"),
+        files={"nodesc.json": json.dumps([{"id": 1, "title": "t", "tags": ["nlp"]}])},
+        expected=("nodesc.json", "missing column 'description'"),
+    ),
+    case(
+        "data-tags-not-a-list",
+        *train("--data", "tags_str.json"),
+        files={"tags_str.json": projects(tags="nlp")},
+        expected=("tags_str.json", "row 2", "tags: expected a list of strings", "'nlp'"),
+    ),
+    case(
+        "data-id-not-int",
+        *train("--data", "id_abc.json"),
+        files={"id_abc.json": projects(id="abc")},
+        expected=("id_abc.json", "row 2", "id: expected an integer", "'abc'"),
+    ),
+    case(
+        "data-duplicate-id",
+        *train("--data", "dupes.json"),
+        files={"dupes.json": projects(id=1)},
+        expected=("dupes.json", "duplicate id 1 (first at row 1)"),
+    ),
+    case(
+        "data-blank-text",
+        *train("--data", "blank.json"),
+        files={"blank.json": projects(title="   ", description="\t \n")},
+        expected=("blank.json", "row 2 (id 2)", "empty text"),
+    ),
+    case(
+        "taxonomy-unknown-parent",
+        "train",
+        "--params",
+        "parents.json",
+        "--data",
+        "{sample}",
+        "--tags",
+        "tax.json",
+        files={
+            "parents.json": tiny_with(add_parent_tags=True),
+            "tax.json": json.dumps([{"tag": "nlp", "parents": ["nowhere"]}, {"tag": "vision"}]),
+        },
+        expected=("tax.json", "tag 'nlp'", "parent 'nowhere' is not a tag"),
+    ),
+    case(
+        "taxonomy-duplicate-tag",
+        *train("--data", "{sample}", "--tags", "tax.json"),
+        files={"tax.json": json.dumps([{"tag": "nlp"}, {"tag": "vision"}, {"tag": "nlp"}])},
+        expected=("tax.json", "row 3", "duplicate tag 'nlp'"),
+    ),
+    case(
+        "taxonomy-alias-clash",
+        *train("--data", "{sample}", "--tags", "tax.json"),
+        files={
+            "tax.json": json.dumps(
+                [{"tag": "nlp", "aliases": ["text"]}, {"tag": "vision", "aliases": ["text"]}]
+            )
+        },
+        expected=("tax.json", "alias 'text' already belongs to 'nlp'"),
+    ),
+    case(
+        "taxonomy-alias-is-a-tag",
+        *train("--data", "{sample}", "--tags", "tax.json"),
+        files={"tax.json": json.dumps([{"tag": "nlp", "aliases": ["vision"]}, {"tag": "vision"}])},
+        expected=("tax.json", "alias 'vision' of 'nlp' is also a tag"),
+    ),
+    case(
+        "data-fewer-than-two-classes",
+        "train",
+        "--params",
+        "rare.json",
+        "--data",
+        "{sample}",
+        files={"rare.json": tiny_with(min_tag_freq=100_000)},
+        expected=("projects.json", "min_tag_freq=100000", "need at least 2 classes"),
+    ),
+    case(
+        "data-too-few-rows",
+        "train",
+        "--params",
+        "freq1.json",
+        "--data",
+        "five.json",
+        files={"freq1.json": tiny_with(min_tag_freq=1), "five.json": projects(5)},
+        expected=("five.json", "5 projects are too few to split"),
+    ),
+    # --- params: tagifai train --params FILE ------------------------------------------
+    case(
+        "params-unknown-key",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(bogus_knob=1)},
+        expected=("p.json", "bogus_knob: unknown key"),
+    ),
+    case(
+        "params-wrong-type",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(batch_size="big")},
+        expected=("p.json", "batch_size", "'big'"),
+    ),
+    case(
+        "params-negative-lr",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(lr=-0.1)},
+        expected=("p.json", "lr: Input should be greater than 0", "-0.1"),
+    ),
+    case(
+        "params-dropout-one",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(dropout_p=1.0)},
+        expected=("p.json", "dropout_p: Input should be less than 1", "1.0"),
+    ),
+    case(
+        "params-no-room-for-test",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(train_size=0.8, val_size=0.2)},
+        expected=("p.json", "train_size + val_size must leave room", "0.8 + 0.2"),
+    ),
+    case(
+        "params-invalid-json",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": '{"lr": 0.1,\n "batch_size": }'},
+        expected=("p.json", "invalid JSON at line 2"),
+    ),
+    case(
+        "params-unknown-optimizer",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(optimizer="sgdx")},
+        expected=("p.json", "optimizer", "'sgdx'"),
+    ),
+    # --- study config: tagifai optimize --config FILE ---------------------------------
+    case(
+        "study-missing-file",
+        "optimize",
+        "--config",
+        "nope.yaml",
+        expected=("nope.yaml: file not found",),
+    ),
+    case(
+        "study-invalid-yaml",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": "study_name: bad\nsampler: {name: TPE\nn_trials: 3\n"},
+        expected=("s.yaml", "invalid YAML at line"),
+    ),
+    case(
+        "study-invalid-json",
+        "optimize",
+        "--config",
+        "s.json",
+        files={"s.json": '{"study_name": "bad", }'},
+        expected=("s.json", "invalid JSON at line 1"),
+    ),
+    case(
+        "study-unknown-key",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(n_trails=3)},
+        expected=("s.yaml", "n_trails: unknown key"),
+    ),
+    case(
+        "study-low-above-high",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(search_space={"lr": {"type": "float", "low": 0.5, "high": 0.1}})},
+        expected=("s.yaml", "search_space.lr", "low (0.5) > high (0.1)"),
+    ),
+    case(
+        "study-zero-trials",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(n_trials=0)},
+        expected=("s.yaml", "n_trials: Input should be greater than or equal to 1", "(got 0)"),
+    ),
+    case(
+        "study-unknown-sampler",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(sampler={"name": "Bayes"})},
+        expected=("s.yaml", "sampler.name", "'Bayes'"),
+    ),
+    case(
+        "study-unknown-pruner",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(pruner={"name": "Early"})},
+        expected=("s.yaml", "pruner.name", "'Early'"),
+    ),
+    case(
+        "study-unknown-param",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(search_space={"depth": {"type": "int", "low": 1, "high": 3}})},
+        expected=("s.yaml", "search_space has unknown params: depth"),
+    ),
+    case(
+        "study-range-outside-param",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(search_space={"dropout_p": {"type": "float", "low": 0, "high": 1}})},
+        expected=("s.yaml", "search_space.dropout_p: value 1", "not a valid dropout_p"),
+    ),
+    case(
+        "study-sampler-bad-kwargs",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(sampler={"name": "TPE", "kwargs": {"bogus": 1}})},
+        expected=("s.yaml", "sampler TPE", "'bogus'"),
+    ),
+    case(
+        "study-pruner-bad-kwargs",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(pruner={"name": "Median", "kwargs": {"patience": 2}})},
+        expected=("s.yaml", "pruner Median", "'patience'"),
+    ),
+    # --- CLI arguments ----------------------------------------------------------------
+    case(
+        "predict-run-id-and-model-uri",
+        "predict",
+        "x",
+        "--run-id",
+        "abc",
+        "--model-uri",
+        "models:/tagifai/1",
+        expected=("--run-id and --model-uri: give one, not both",),
+    ),
+    case("predict-no-input", "predict", expected=("predict: give texts or --file",)),
+    case(
+        "predict-output-without-file",
+        "predict",
+        "x",
+        "--output",
+        "out.jsonl",
+        expected=("--output: only with --file",),
+    ),
+    case(
+        "predict-threshold-above-one",
+        "predict",
+        "x",
+        "--threshold",
+        "1.5",
+        expected=("--threshold: must be within [0, 1], got 1.5",),
+    ),
+    case(
+        "train-best-plain-params",
+        "train-best",
+        "--params",
+        "{tiny}",
+        expected=("tiny_params.json", "not a best_params.json", "no study_name"),
+    ),
+    case(
+        "train-best-no-best-params",
+        "train-best",
+        expected=("config/best_params.json: file not found", "make optimize"),
+    ),
+    case(
+        "evaluate-unknown-run-empty-store",
+        "evaluate",
+        "--run-id",
+        UNKNOWN_RUN,
+        expected=("mlflow.db: no MLflow tracking store yet",),
+    ),
+    case(
+        "predict-unknown-model-empty-store",
+        "predict",
+        "x",
+        "--model-uri",
+        "models:/nope@champion",
+        expected=("mlflow.db: no MLflow tracking store yet",),
+    ),
+    case(
+        "train-best-unknown-run-empty-store",
+        "train-best",
+        "--from-run",
+        "unknownid",
+        expected=("mlflow.db: no MLflow tracking store yet",),
+    ),
+    # --- against a store that holds a model -------------------------------------------
+    case(
+        "evaluate-unknown-run",
+        "evaluate",
+        "--run-id",
+        UNKNOWN_RUN,
+        expected=(f"runs:/{UNKNOWN_RUN}/model", "not found"),
+        model=True,
+    ),
+    case(
+        "predict-unknown-model",
+        "predict",
+        "x",
+        "--model-uri",
+        "models:/nope@champion",
+        expected=("models:/nope@champion",),
+        model=True,
+    ),
+    case(
+        "train-best-unknown-run",
+        "train-best",
+        "--from-run",
+        "unknownid",
+        expected=("--from-run: no MLflow run 'unknownid'",),
+        model=True,
+    ),
+    case(
+        "train-best-from-non-optimize-run",
+        "train-best",
+        "--from-run",
+        "{run_id}",
+        expected=("--from-run", "has no best_params.json"),
+        model=True,
+    ),
+    # --- prediction payloads: tagifai predict --file F on the trained model ------------
+    case(
+        "payload-empty-jsonl",
+        "predict",
+        "--run-id",
+        "{run_id}",
+        "--file",
+        "empty.jsonl",
+        files={"empty.jsonl": "\n\n"},
+        expected=("empty.jsonl: no inputs in file",),
+        model=True,
+    ),
+    case(
+        "payload-invalid-jsonl-line",
+        "predict",
+        "--run-id",
+        "{run_id}",
+        "--file",
+        "bad.jsonl",
+        files={"bad.jsonl": '{"text": "fine"}\n{"text": \n'},
+        expected=("bad.jsonl: line 2: invalid JSON",),
+        model=True,
+    ),
+    case(
+        "payload-text-not-a-string",
+        "predict",
+        "--run-id",
+        "{run_id}",
+        "--file",
+        "num.jsonl",
+        files={"num.jsonl": '{"text": "fine"}\n{"text": 42}\n'},
+        expected=("row 2", "text: expected a string", "42"),
+        model=True,
+    ),
+    case(
+        "payload-csv-without-text-columns",
+        "predict",
+        "--run-id",
+        "{run_id}",
+        "--file",
+        "batch.csv",
+        files={"batch.csv": "name,body\nYOLO,finds cars\n"},
+        expected=("expected a 'text' column or 'title'/'description'", "['name', 'body']"),
+        model=True,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """One tiny model trained through the CLI: (its store folder, its run id).
+
+    Module-scoped, so it cannot use the function-scoped ``tiny_params_file``:
+    the same tiny params are built here from ``helpers.TINY``.
+    """
+    store = tmp_path_factory.mktemp("trained")
+    params = {**json.loads((REPO / "config" / "params.json").read_text()), **TINY}
+    params_file = store / "tiny_params.json"
+    params_file.write_text(json.dumps(Params.model_validate(params).model_dump(mode="json")))
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(store)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        mlflow.set_tracking_uri(uri)
+        result = CliRunner().invoke(
+            app, ["train", "--params", str(params_file), "--experiment-name", "bad-input"]
+        )
+        assert result.exit_code == 0, result.output
+        run_id = result.stdout.split("run_id: ", 1)[1].split()[0]
+    mlflow.tracking.fluent._active_experiment_id = None
+    yield store, run_id
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*")}
+
+
+def _run_count(db: Path) -> int:
+    with sqlite3.connect(db) as connection:
+        return int(connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+@pytest.mark.parametrize("bad", CASES)
+def test_bad_input_is_one_error_line_and_writes_nothing(
+    bad: Case,
+    workdir: Path,
+    tiny_params_file: Path,
+    tiny_params: Params,
+    request: pytest.FixtureRequest,
+) -> None:
+    values = {"tiny": str(tiny_params_file), "sample": str(SAMPLE_PROJECTS)}
+    store: Path | None = None
+    if bad.model:
+        store, values["run_id"] = request.getfixturevalue("trained")
+        shutil.copy(store / "mlflow.db", workdir / "mlflow.db")
+    tiny = tiny_params.model_dump(mode="json")
+    for name, content in bad.files.items():
+        content = content(tiny) if callable(content) else content
+        if isinstance(content, bytes):
+            (workdir / name).write_bytes(content)
+        else:
+            (workdir / name).write_text(_fill(content, values), encoding="utf-8")
+    before = _tree(workdir)
+    store_before = _tree(store) if store is not None else set()
+    runs_before = _run_count(workdir / "mlflow.db") if bad.model else 0
+
+    result = CliRunner().invoke(app, [_fill(arg, values) for arg in bad.args])
+
+    output = result.stdout + result.stderr
+    assert result.exit_code == 2, output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for expected in bad.expected:
+        assert _fill(expected, values) in lines[0]
+    assert not any(marker in output for marker in TRACEBACK_MARKERS), output
+    assert _tree(workdir) == before
+    if store is not None:
+        assert _tree(store) == store_before
+        assert _run_count(workdir / "mlflow.db") == runs_before
+    else:
+        assert not (workdir / "mlflow.db").exists()
+        assert not (workdir / "experiments").exists()
+        assert not (workdir / "config" / "best_params.json").exists()
