@@ -9,6 +9,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +108,9 @@ class _EpochProgress:
         )
 
 
+WORKER_ENV = "TAGIFAI_WORKER"  # set for the helper processes of `optimize --workers`
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -112,7 +118,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal,
+        disable=not err_console.is_terminal or os.environ.get(WORKER_ENV) == "1",
     )
 
 
@@ -311,8 +317,15 @@ def optimize_command(
     seed: Annotated[
         int | None, typer.Option("--seed", min=-1, help="Sampler seed (-1: the config's).")
     ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes on this machine.")
+    ] = 1,
 ) -> None:
-    """Run (or resume) an Optuna study; one MLflow parent run, one child per trial."""
+    """Run, resume or join an Optuna study; one MLflow parent run, one child per trial.
+
+    Every process started with the same --study-name and --storage (on this
+    machine with --workers, or on others) works on the same study.
+    """
     import optuna
 
     from tagifai import jobs, optimize, tracking
@@ -333,9 +346,40 @@ def optimize_command(
     dataset, splits = jobs.load_data(base, data_path, tags_path)
     tracking.configure()
     tracking.check_reachable()
-    result = optimize.run_study(
-        study_config, base, dataset, splits, tags_path, storage=storage or None
-    )
+    helpers: list[subprocess.Popen[bytes]] = []
+    if workers > 1:
+        optimize.open_study(study_config, storage or None)  # creates the schema once
+        # The helpers get this process's resolved settings, so all workers agree.
+        command = [
+            *(sys.executable, "-m", "tagifai.cli", "optimize", "--config", str(config)),
+            *("--data", data_path, "--study-name", study_config.study_name),
+            *("--n-trials", str(study_config.n_trials), "--seed", str(study_config.seed)),
+            *(("--tags", tags_path) if tags_path else ()),
+            *(("--storage", storage) if storage else ()),
+            *(("--timeout", str(study_config.timeout)) if study_config.timeout else ()),
+        ]
+        env = {**os.environ, WORKER_ENV: "1"}
+        helpers = [subprocess.Popen(command, env=env) for _ in range(workers - 1)]
+    try:
+        with _progress() as progress:
+            task_id = progress.add_task(
+                f"study {study_config.study_name}", total=study_config.n_trials
+            )
+            result = optimize.run_study(
+                study_config,
+                base,
+                dataset,
+                splits,
+                tags_path,
+                storage=storage or None,
+                on_trial=lambda done, total: progress.update(task_id, completed=done, total=total),
+            )
+    finally:
+        codes = [helper.wait() for helper in helpers]
+    if any(codes):
+        raise TagifaiError(f"optimize: {sum(1 for c in codes if c)} worker(s) failed: exit {codes}")
+    if os.environ.get(WORKER_ENV) == "1":
+        return  # the process that started this helper reports
     study = result.study
     states = [t.state.name for t in study.trials]
     if result.trials_run == 0:
@@ -355,6 +399,44 @@ def optimize_command(
         )
 
 
+@command("summarize")
+def summarize_command(
+    study_name: Annotated[str, typer.Option("--study", help="Study to summarise.")],
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL. [default: local sqlite]")
+    ] = None,
+) -> None:
+    """Write a study's summary to its parent run and config/best_params.json.
+
+    Workers write it themselves when the study completes; this is for a summary
+    that was cut short (a killed process) or wanted before the study ends.
+    """
+    from tagifai import optimize, tracking
+    from tagifai.config import OptimizeConfig
+
+    tracking.configure(read_only=True)
+    config = OptimizeConfig(study_name=study_name, storage=storage)
+    url = optimize.storage_url(config)
+    try:
+        study = optuna_load(study_name, optimize.make_storage(url, config))
+    except KeyError:
+        raise TagifaiError(f"--study: no study {study_name!r} in {url}") from None
+    payload = optimize.write_summary(study)
+    if payload is None:
+        raise TagifaiError(f"study {study_name!r} has no completed trial to summarise")
+    console.print(
+        f"best {payload['metric']} = {payload['value']:.4f} (trial {payload['trial_number']}); "
+        "params in config/best_params.json"
+    )
+
+
+def optuna_load(study_name: str, storage: Any) -> Any:
+    """Load an existing study (``KeyError`` if there is none)."""
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
 @command("init-experiment")
 def init_experiment_command(name: Annotated[str, typer.Argument(help="Experiment name.")]) -> None:
     """Create an MLflow experiment with artifacts under experiments/ (used before `mlflow run`)."""
@@ -364,9 +446,18 @@ def init_experiment_command(name: Annotated[str, typer.Argument(help="Experiment
     console.print(tracking.ensure_experiment(name))
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
-    """Entry point: run the app; project errors become one line and exit code 2."""
+    """Entry point: run the app; project errors become one line and exit code 2.
+
+    SIGTERM is handled like Ctrl-C: the running trial is recorded as interrupted
+    and the study is left resumable.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except TagifaiError as exc:

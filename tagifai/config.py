@@ -241,6 +241,9 @@ class OptimizeConfig(BaseModel):
     timeout: float | None = Field(None, gt=0)  # seconds for this invocation
     seed: int = 42  # sampler seed: same seed and config, same suggestions
     storage: str | None = None  # Optuna storage URL; default sqlite under experiments/
+    heartbeat_interval: int = Field(5, ge=1)  # seconds between a running trial's heartbeats
+    grace_period: int = Field(20, ge=2)  # seconds without heartbeat before a trial is dead
+    max_retry: int = Field(2, ge=0)  # times a dead worker's trial is queued again
     params: str = str(DEFAULT_PARAMS_FILE)  # base params every trial starts from
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()

@@ -36,13 +36,19 @@ from tagifai.train import train
 __all__ = [
     "DEFAULT_STORAGE",
     "OptimizeResult",
+    "SurplusTrial",
     "best_params_payload",
+    "claim",
     "create_pruner",
     "create_sampler",
     "make_figures",
+    "make_storage",
     "open_study",
     "run_study",
+    "study_is_complete",
     "suggest",
+    "summarize",
+    "write_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -137,22 +143,65 @@ def suggest(trial: optuna.Trial, search_space: dict[str, SearchSpace]) -> dict[s
     return values
 
 
-def open_study(config: OptimizeConfig, storage: str | None = None) -> optuna.Study:
-    """Create the study, or load it if it exists in the storage (resume).
+def make_storage(
+    url: str,
+    config: OptimizeConfig,
+    on_stale_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
+    """Optuna storage for a URL; database storages get heartbeats and retries.
+
+    A trial whose process stops sending heartbeats for ``grace_period`` seconds
+    (a killed worker) is marked FAIL by the next worker that looks, its MLflow run
+    is closed FAILED (``on_stale_trial``) and a copy is queued to run again. With
+    SQLite, writers wait up to a minute for the file lock instead of failing: that
+    is what makes one SQLite file safe for a few local worker processes.
+    """
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return optuna.storages.get_storage(url)  # e.g. an in-memory or journal storage
+    retry = optuna.storages.RetryFailedTrialCallback(max_retry=config.max_retry)
+
+    def failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if on_stale_trial is not None:
+            on_stale_trial(study, trial)
+        retry(study, trial)
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            heartbeat_stale_trial_callback=failed,
+        )
+
+
+def storage_url(config: OptimizeConfig, storage: str | None = None) -> str:
+    """The study's storage URL: the argument, the config's, or sqlite under experiments/."""
+    url = storage or config.storage or DEFAULT_STORAGE
+    if url == DEFAULT_STORAGE:
+        EXPERIMENTS_DIR.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def open_study(
+    config: OptimizeConfig, storage: str | optuna.storages.BaseStorage | None = None
+) -> optuna.Study:
+    """Create the study, or load it if it exists in the storage (resume / join).
 
     Args:
         config: Study settings.
-        storage: Optuna storage URL; default sqlite under ``experiments/``.
+        storage: Optuna storage (URL or object); default sqlite under ``experiments/``.
 
     Returns:
         The study with the configured sampler and pruner.
     """
-    url = storage or config.storage or DEFAULT_STORAGE
-    if url == DEFAULT_STORAGE:
-        EXPERIMENTS_DIR.mkdir(parents=True, exist_ok=True)
+    if storage is None or isinstance(storage, str):
+        storage = make_storage(storage_url(config, storage), config)
     return optuna.create_study(
         study_name=config.study_name,
-        storage=url,
+        storage=storage,
         direction=config.direction,
         sampler=create_sampler(config.sampler, config.seed, config.search_space),
         pruner=create_pruner(config.pruner),
@@ -218,27 +267,53 @@ def make_objective(
     return objective
 
 
-def best_params_payload(
+def record_study_inputs(
     study: optuna.Study,
     config: OptimizeConfig,
     base: Params,
     dataset: data.Dataset,
-    tags_location: str | None = None,
-) -> dict[str, Any]:
+    tags_location: str | None,
+) -> None:
+    """Keep what the summary needs in the study itself, so any worker (or
+    ``tagifai summarize``) can write it; refuse to mix data sets in one study.
+
+    Raises:
+        TagifaiError: If the study was started on other data.
+    """
+    recorded = study.user_attrs.get("data_digest")
+    if recorded is not None and recorded != dataset.digest:
+        raise TagifaiError(
+            f"study {config.study_name!r} was run on data with digest {recorded}; "
+            f"{dataset.source} has digest {dataset.digest}: use another --study-name"
+        )
+    if recorded is None:
+        inputs = {
+            "data_digest": dataset.digest,
+            "data_source": dataset.source,
+            "tags_source": tags_location,
+            "metric": config.metric,
+            "base_params": base.model_dump(mode="json"),
+        }
+        for key, value in inputs.items():
+            study.set_user_attr(key, value)
+
+
+def best_params_payload(study: optuna.Study) -> dict[str, Any]:
     """Everything needed to retrain the best trial, plus where it came from."""
     best = study.best_trial
-    params = Params.model_validate({**base.model_dump(), **best.params})
+    attrs = study.user_attrs
+    params = Params.model_validate({**attrs["base_params"], **best.params})
     return {
         "study_name": study.study_name,
-        "metric": config.metric,
-        "direction": config.direction,
+        "metric": attrs["metric"],
+        "direction": study.direction.name.lower(),
         "value": best.value,
         "trial_number": best.number,
         "mlflow_run_id": best.system_attrs.get(tracking.TRIAL_RUN_ATTR),
-        "parent_run_id": study.user_attrs.get(tracking.PARENT_RUN_ATTR),
-        "data_source": dataset.source,
-        "tags_source": tags_location,
-        "data_digest": dataset.digest,
+        "parent_run_id": attrs.get(tracking.PARENT_RUN_ATTR),
+        "data_source": attrs["data_source"],
+        "tags_source": attrs.get("tags_source"),
+        "data_digest": attrs["data_digest"],
         "threshold": best.user_attrs.get("threshold"),
         "tuned": best.params,
         "params": params.model_dump(mode="json"),
@@ -313,10 +388,140 @@ def close_figures(figures: dict[str, Any]) -> None:
             plt.close(axes.figure)
 
 
+CLAIMED_STATES = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.RUNNING,
+    optuna.trial.TrialState.WAITING,
+)
+SUMMARY_ATTR = "summary_trials"  # done trials the last written summary covered
+POLL_SECONDS = 1.0  # how often an idle worker looks for trials to retry or the study's end
+
+
+class SurplusTrial(Exception):
+    """A worker started a trial after others had already filled the study."""
+
+
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
     """Trials still to run for the study to hold ``n_trials`` completed or pruned ones."""
     done = len(study.get_trials(deepcopy=False, states=DONE_STATES))
     return max(0, n_trials - done)
+
+
+def _guard(
+    objective: Callable[[optuna.Trial], float], n_trials: int
+) -> Callable[[optuna.Trial], float]:
+    """Refuse a trial numbered after the study's ``n_trials`` live slots are taken.
+
+    Two workers can both see one free slot and both start a trial; the later one
+    (by trial number, which the storage hands out atomically) stops here, before
+    any training or MLflow run, and is recorded as FAIL with ``surplus=True``.
+    """
+
+    def guarded(trial: optuna.Trial) -> float:
+        earlier = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=CLAIMED_STATES)
+            if t.number < trial.number or t.state == optuna.trial.TrialState.WAITING
+        ]
+        if len(earlier) >= n_trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number}: the study already has {n_trials} trials")
+        return objective(trial)
+
+    return guarded
+
+
+def _work(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    n_trials: int,
+    timeout: float | None,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+) -> int:
+    """Run trials until the study holds ``n_trials`` done ones; return how many ran here.
+
+    Failed trials do not count (a retry is queued for trials of dead workers); a
+    worker with nothing to start waits while other workers' trials run, since
+    one of them may die and need a retry.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ran = 0
+    guarded = _guard(objective, n_trials)
+    while deadline is None or time.monotonic() < deadline:
+        optuna.storages.fail_stale_trials(study)  # no-op without heartbeats
+        claimed = study.get_trials(deepcopy=False, states=CLAIMED_STATES)
+        if len(claimed) >= n_trials:
+            busy = [t for t in claimed if not t.state.is_finished()]
+            if not busy:
+                break
+            time.sleep(POLL_SECONDS)
+            continue
+        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
+        ran += 1
+    return ran
+
+
+def study_is_complete(study: optuna.Study, n_trials: int) -> bool:
+    """Whether the study holds ``n_trials`` done trials and no trial is still running."""
+    busy = study.get_trials(
+        deepcopy=False,
+        states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING),
+    )
+    return remaining_trials(study, n_trials) == 0 and not busy
+
+
+def claim(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Atomically claim ``name`` in the storage: exactly one caller gets ``True``.
+
+    Creating a study is the one write Optuna's storages make unique by name, so
+    it serves as a lock between processes on any number of machines.
+    """
+    try:
+        optuna.create_study(study_name=name, storage=storage)
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    return True
+
+
+def summarize(
+    study: optuna.Study,
+    tracker: tracking.StudyTracker | None,
+    best_params_file: Path | None = BEST_PARAMS_FILE,
+) -> dict[str, Any] | None:
+    """Write the study's result: ``best_params.json`` (file and artifact), plots, trials.
+
+    Safe to call more than once (each call writes the same content).
+
+    Returns:
+        The ``best_params.json`` content, or ``None`` if no trial completed.
+    """
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        return None
+    payload = best_params_payload(study)
+    if tracker is not None:
+        figures = make_figures(study)
+        try:
+            tracker.log_summary(study, payload, figures, trials_table(study))
+        finally:
+            close_figures(figures)
+    if best_params_file is not None:
+        write_json_atomic(best_params_file, payload)
+    return payload
+
+
+def write_summary(study: optuna.Study) -> dict[str, Any] | None:
+    """``tagifai summarize``: adopt the study's parent run and (re)write its summary."""
+    tracker = tracking.StudyTracker(study.user_attrs.get("metric", "value"))
+    tracker.start(study, experiment_name=study.study_name)
+    try:
+        payload = summarize(study, tracker)
+    except BaseException:
+        tracker.abort(interrupted=False)
+        raise
+    n_trials = len(study.get_trials(deepcopy=False, states=DONE_STATES))
+    tracker.end("FINISHED" if study_is_complete(study, n_trials) else "RUNNING")
+    return payload
 
 
 def run_study(
@@ -328,9 +533,13 @@ def run_study(
     storage: str | None = None,
     best_params_file: Path | None = BEST_PARAMS_FILE,
     track: bool = True,
-    show_progress: bool = True,
+    on_trial: Callable[[int, int], None] | None = None,
 ) -> OptimizeResult:
-    """Run (or resume) a study to ``config.n_trials`` trials and write its summary.
+    """Run (or resume, or join) a study until it holds ``config.n_trials`` done trials.
+
+    Any number of processes, on one machine or many, can run this against the
+    same study storage: they share the MLflow parent run and each trial is run by
+    exactly one of them. The one that sees the study complete writes the summary.
 
     Args:
         config: Study settings, CLI overrides applied.
@@ -340,61 +549,70 @@ def run_study(
         tags_location: The taxonomy file, recorded in ``best_params.json``.
         storage: Optuna storage URL (overrides ``config.storage``).
         best_params_file: Where to write ``best_params.json`` (``None``: don't).
-        track: Log to MLflow (a no-op tracker otherwise, for benchmarks).
-        show_progress: Optuna's progress bar.
+        track: Log to MLflow (nothing is logged otherwise, for benchmarks).
+        on_trial: Called after each trial with (done trials, ``n_trials``).
 
     Returns:
         What this invocation did.
     """
     started = time.perf_counter()
-    study = open_study(config, storage)
-    recorded = study.user_attrs.get("data_digest")
-    if recorded is not None and recorded != dataset.digest:
-        raise TagifaiError(
-            f"study {config.study_name!r} was run on data with digest {recorded}; "
-            f"{dataset.source} has digest {dataset.digest}: use another --study-name"
-        )
-    study.set_user_attr("data_digest", dataset.digest)
-    todo = remaining_trials(study, config.n_trials)
     tracker = tracking.StudyTracker(config.metric) if track else None
+    store = make_storage(
+        storage_url(config, storage),
+        config,
+        on_stale_trial=tracker.close_failed if tracker else None,
+    )
+    study = open_study(config, store)
+    record_study_inputs(study, config, base, dataset, tags_location)
     parent_run_id = None
     if tracker is not None:
-        parent_run_id = tracker.start(study, experiment_name=config.study_name)
+        parent_run_id = tracker.start(
+            study,
+            experiment_name=config.study_name,
+            claim=lambda name: claim(store, name),
+            storage=store,
+        )
         tracking.log_study_config(config, base, dataset, splits)
-    status = "FINISHED"
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = []
+    if tracker is not None:
+        callbacks.append(tracker.callback)
+    if on_trial is not None:
+        callbacks.append(
+            lambda study, _: on_trial(len(study.get_trials(states=DONE_STATES)), config.n_trials)
+        )
+    payload = None
+    complete = False
     try:
-        if todo:
-            objective = make_objective(config, base, dataset, splits, track)
-            study.optimize(
-                tracker.track(objective) if tracker else objective,
-                n_trials=todo,
-                timeout=config.timeout,
-                catch=(Exception,),
-                callbacks=[tracker.callback] if tracker else None,
-                show_progress_bar=show_progress,
-            )
-        payload = None
-        if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            payload = best_params_payload(study, config, base, dataset, tags_location)
-            if tracker is not None:
-                figures = make_figures(study)
-                tracker.log_summary(study, payload, figures, study.trials_dataframe())
-                close_figures(figures)
-            if best_params_file is not None:
-                write_json_atomic(best_params_file, payload)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
-        raise
-    finally:
+        objective = make_objective(config, base, dataset, splits, track)
+        ran = _work(
+            study,
+            tracker.track(objective) if tracker else objective,
+            config.n_trials,
+            config.timeout,
+            callbacks,
+        )
+        complete = study_is_complete(study, config.n_trials)
+        done = len(study.get_trials(deepcopy=False, states=DONE_STATES))
+        written = study.user_attrs.get(SUMMARY_ATTR) == done
+        # One summary per study state, however many workers see it complete; a re-run
+        # also writes it when the process that claimed it died before finishing.
+        if (complete or ran) and (
+            claim(store, f"{study.study_name}.summary-{done}") or (complete and not written)
+        ):
+            payload = summarize(study, tracker, best_params_file)
+            study.set_user_attr(SUMMARY_ATTR, done)
+        elif complete and any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            payload = best_params_payload(study)
+    except BaseException as exc:
         if tracker is not None:
-            tracker.end(status)
+            tracker.abort(interrupted=isinstance(exc, KeyboardInterrupt))
+        raise
+    if tracker is not None:
+        tracker.end("FINISHED" if complete else "RUNNING")
     return OptimizeResult(
         study=study,
         parent_run_id=parent_run_id,
-        trials_run=todo,
+        trials_run=ran,
         best_params=payload,
         seconds=time.perf_counter() - started,
     )

@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -517,31 +518,46 @@ class StudyTracker:
         self.metric_name = metric_name
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
+        self.trial_run_id: str | None = None
         self._callback: Any = None
 
-    def start(self, study: optuna.Study, experiment_name: str) -> str:
-        """Start (or resume) the parent run and remember it in the study.
+    def start(
+        self,
+        study: optuna.Study,
+        experiment_name: str,
+        claim: Callable[[str], bool] | None = None,
+        storage: optuna.storages.BaseStorage | None = None,
+    ) -> str:
+        """Start, resume or join the study's parent run, created once for all workers.
+
+        The one process that claims ``<study>.mlflow-parent`` creates the parent run
+        and records its id in the study; every other process waits for that id and
+        adopts the run.
 
         Args:
             study: The Optuna study.
             experiment_name: Experiment for a new parent (usually the study name).
+            claim: Atomic claim of a name across processes (``optimize.claim``).
+            storage: The study's storage, to re-read the recorded parent.
 
         Returns:
             The parent run id.
         """
         client = MlflowClient()
         launched = os.environ.pop("MLFLOW_RUN_ID", None)  # set by `mlflow run`
-        recorded = study.user_attrs.get(PARENT_RUN_ATTR)
-        if recorded is not None:
-            try:
-                client.get_run(recorded)
-            except MlflowException:
-                recorded = None  # the tracking store was reset: start a new parent
+        recorded = self._recorded_parent(study)
+        if (
+            recorded is None
+            and claim is not None
+            and storage is not None
+            and not claim(f"{study.study_name}.mlflow-parent")
+        ):
+            recorded = self._wait_for_parent(study, storage)
         if launched and recorded and launched != recorded:
-            # `mlflow run` resuming an existing study: trials keep going under the
-            # study's original parent; the launcher's run points there.
+            # `mlflow run` resuming or joining an existing study: trials go under the
+            # study's parent; the launcher's run points there.
             client.set_tag(launched, "tagifai.study_parent_run_id", recorded)
-            client.set_tag(launched, "mlflow.note.content", f"Resumed study; see run {recorded}.")
+            client.set_tag(launched, "mlflow.note.content", f"Trials are in run {recorded}.")
         parent_id = recorded or launched
         if parent_id is not None:
             self.experiment_id = client.get_run(parent_id).info.experiment_id
@@ -558,27 +574,86 @@ class StudyTracker:
         self._callback = _mlflow_callback(self.metric_name, self.experiment_id)
         return self.parent_run_id
 
+    @staticmethod
+    def _recorded_parent(study: optuna.Study) -> str | None:
+        recorded = study.user_attrs.get(PARENT_RUN_ATTR)
+        if recorded is None:
+            return None
+        try:
+            MlflowClient().get_run(recorded)
+        except MlflowException:
+            return None  # the tracking store was reset: a new parent is made
+        return str(recorded)
+
+    def _wait_for_parent(
+        self, study: optuna.Study, storage: optuna.storages.BaseStorage, seconds: float = 60.0
+    ) -> str | None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            fresh = optuna.load_study(study_name=study.study_name, storage=storage)
+            if fresh.user_attrs.get(PARENT_RUN_ATTR):
+                return self._recorded_parent(fresh)
+            time.sleep(0.5)
+        raise TagifaiError(
+            f"study {study.study_name!r}: another worker holds the parent-run lock but "
+            f"recorded no parent run within {seconds:.0f}s"
+        )
+
     def track(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
         """Wrap the objective so everything it logs lands in the trial's child run."""
+
+        def remember_run(trial: optuna.Trial) -> float:
+            active = mlflow.active_run()
+            self.trial_run_id = active.info.run_id if active is not None else None
+            return objective(trial)
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-            return self._callback.track_in_mlflow()(objective)
+            return self._callback.track_in_mlflow()(remember_run)
 
     def callback(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna callback: log the trial, then set its run's true status.
 
         MLflowCallback reopens the child run to log the value and params and ends
         it FINISHED whatever the trial's state; pruned trials become KILLED and
-        failed ones FAILED here.
+        failed ones FAILED here. A trial that never started a run (refused as
+        surplus) gets none.
         """
-        self._callback(study, trial)
         run_id = trial.system_attrs.get(TRIAL_RUN_ATTR)
-        if run_id is not None:
-            status = TRIAL_STATUS.get(trial.state, RunStatus.FAILED)
-            MlflowClient().set_terminated(run_id, RunStatus.to_string(status))
+        if run_id is None:
+            return
+        self._callback(study, trial)
+        status = TRIAL_STATUS.get(trial.state, RunStatus.FAILED)
+        MlflowClient().set_terminated(run_id, RunStatus.to_string(status))
+
+    @staticmethod
+    def close_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """A dead worker's trial was marked FAIL: close its child run FAILED too."""
+        run_id = trial.system_attrs.get(TRIAL_RUN_ATTR)
+        if run_id is None:
+            return
+        client = MlflowClient()
+        client.set_tag(run_id, "state", "FAIL")
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+
+    def abort(self, interrupted: bool) -> None:
+        """After Ctrl-C/SIGTERM or an error: the open trial's run is KILLED
+        (interrupted) or FAILED, the parent is left KILLED/FAILED and resumable."""
+        status = "KILLED" if interrupted else "FAILED"
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id != self.parent_run_id:
+            mlflow.end_run(status)
+        elif interrupted and self.trial_run_id is not None:
+            # The child's `with start_run()` already ended it FAILED on the way out.
+            MlflowClient().set_terminated(self.trial_run_id, status)
+        self.end(status)
 
     def end(self, status: str = "FINISHED") -> None:
-        """End the parent run (and any child left open by an interruption)."""
+        """End this process's hold on the parent run with ``status``.
+
+        ``RUNNING`` leaves it open for other workers: the one that sees the study
+        complete ends it FINISHED.
+        """
         while mlflow.active_run() is not None:
             active = mlflow.active_run()
             assert active is not None
