@@ -9,6 +9,8 @@ Every MLflow call goes through :mod:`tagifai.tracking`.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -250,6 +252,7 @@ def make_objective(
     base_values = base.model_dump()
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = Params.model_validate({**base_values, **suggest(trial, config.search_space)})
         if track:
             tracking.log_params(params)

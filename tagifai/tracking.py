@@ -117,6 +117,7 @@ def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
         "mlflow.tracking.fluent",
         "mlflow.pyfunc",
         "mlflow.models",
+        "mlflow.tracking._tracking_service.client",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
     return uri
@@ -714,8 +715,15 @@ class StudyTracker:
             mlflow.log_artifacts(str(folder))
 
 
-def check_reachable() -> None:
-    """Fail fast with one line if the tracking store cannot be reached."""
+def check_reachable(timeout: int = 10) -> None:
+    """Fail fast with one line if the tracking store cannot be reached.
+
+    MLflow retries HTTP requests with backoff for minutes by default; this one
+    check does not retry, so a wrong or down server is reported in seconds.
+    """
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    saved = {key: os.environ.get(key) for key in quick}
+    os.environ.update(quick)
     try:
         MlflowClient().search_experiments(max_results=1)
     except Exception as exc:
@@ -723,3 +731,9 @@ def check_reachable() -> None:
             f"MLflow tracking store {mlflow.get_tracking_uri()} is unreachable: "
             f"{str(exc).splitlines()[0][:200]}"
         ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -40,3 +40,15 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
+
+
+SERVERS = REPO / "scripts" / "servers.sh"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (127.0.0.1)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,200 @@
+"""Tracking overhead: the wall time MLflow tracking adds to an Optuna study.
+
+What is measured: the same seeded study (the search space, sampler and seed of
+``config/optimize.yaml``, a few trials, the Nop pruner so both arms train every
+trial to the same end) run with ``run_study(track=True)`` and ``track=False``,
+alternating which arm goes first, ``--repeats`` times each. Every repeat gets a
+fresh study name and Optuna storage, and the tracked arm a fresh sqlite MLflow
+store (its schema is created before the clock starts: a one-off cost, not a
+per-study one). Training is deterministic on CPU for a given seed, so both arms
+train the same models and the difference is the tracking: parent and child runs,
+params, per-epoch metrics, one logged model per trial, and the study summary
+(plots, trials table, best params).
+
+Reported: median wall time of each arm, ``median tracked / median untracked - 1``
+(target <= 3%), and the per-trial logging time ``(tracked - untracked) / n_trials``.
+
+Run: ``python -m benchmarks.bench_overhead [--trials 6] [--repeats 3] [--smoke] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.common import (
+    Inputs,
+    Report,
+    Row,
+    Target,
+    add_common_args,
+    load_inputs_data,
+    measured,
+    median,
+    mlflow_store,
+    note,
+    optuna_url,
+    progress,
+    reset_mlflow_state,
+    run_script,
+    study_config,
+    workspace,
+)
+from tagifai.config import OptimizeConfig, Params, PrunerConfig
+from tagifai.data import Dataset, Splits
+from tagifai.optimize import run_study
+from tagifai.train import train
+
+__all__ = ["main", "run"]
+
+KEY = "overhead"
+TITLE = "2. Tracking overhead (bench_overhead)"
+TRIALS = 6
+SMOKE_TRIALS = 2
+REPEATS = 3
+OVERHEAD_TARGET = Target("<=", 3.0, "<= 3%")
+
+
+def _warm_up(base: Params, dataset: Dataset, splits: Splits) -> None:
+    """Pay first-use costs (imports, torch thread pools) before any arm is timed."""
+    import matplotlib
+    import optuna.visualization  # noqa: F401
+    import optuna_integration  # noqa: F401
+
+    matplotlib.use("Agg")
+    train(base.model_copy(update={"num_epochs": 1}), dataset, splits)
+
+
+def _one_study(
+    config: OptimizeConfig,
+    base: Params,
+    dataset: Dataset,
+    splits: Splits,
+    tags: str | None,
+    folder: Path,
+    track: bool,
+) -> tuple[float, list[float | None]]:
+    """Time one fresh study; return its wall time and its trial values in order."""
+    if track:
+        mlflow_store(folder)
+    else:
+        reset_mlflow_state()
+    started = time.perf_counter()
+    result = run_study(
+        config, base, dataset, splits, tags, storage=config.storage, best_params_file=None,
+        track=track,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    return seconds, [trial.value for trial in result.study.trials]
+
+
+def run(inputs: Inputs, trials: int | None = None, repeats: int = REPEATS) -> Report:
+    """Time the same study tracked and untracked, alternating, ``repeats`` times each.
+
+    Args:
+        inputs: Data (``--smoke``: the sample, 2 trials of 3 epochs).
+        trials: Trials per study (default 6).
+        repeats: Studies per arm (at least 3 for a meaningful median).
+
+    Returns:
+        The report: overhead in % vs target, per-trial logging time, medians.
+    """
+    started = time.perf_counter()
+    n_trials = trials or (SMOKE_TRIALS if inputs.smoke else TRIALS)
+    run_id = uuid.uuid4().hex[:8]
+    times: dict[bool, list[float]] = {True: [], False: []}
+    values: dict[bool, list[list[float | None]]] = {True: [], False: []}
+    with workspace(KEY) as folder:
+        template, base = study_config(inputs, "template", optuna_url(folder), n_trials)
+        dataset, splits = load_inputs_data(base, inputs)
+        _warm_up(base, dataset, splits)
+        for repeat in range(repeats):
+            order = (True, False) if repeat % 2 == 0 else (False, True)
+            for track in order:
+                arm = "tracked" if track else "untracked"
+                sub = folder / f"{repeat}-{arm}"
+                config = template.model_copy(
+                    update={
+                        "study_name": f"bench-overhead-{run_id}-{repeat}-{arm}",
+                        "storage": optuna_url(sub),
+                        "pruner": PrunerConfig(name="Nop"),
+                    }
+                )
+                seconds, trial_values = _one_study(
+                    config, base, dataset, splits, inputs.tags, sub, track
+                )
+                times[track].append(seconds)
+                values[track].append(trial_values)
+                progress(KEY, f"repeat {repeat + 1}/{repeats} {arm}: {seconds:.1f} s")
+
+    tracked, untracked = median(times[True]), median(times[False])
+    overhead = 100 * (tracked / untracked - 1)
+    per_trial_ms = 1000 * (tracked - untracked) / n_trials
+    same = all(v == values[True][0] for v in values[True] + values[False])
+    listed = {arm: ", ".join(f"{s:.1f}" for s in times[arm]) for arm in (True, False)}
+    rows: list[Row] = [
+        measured(
+            "tracking overhead (median tracked / untracked - 1)",
+            overhead,
+            fmt="{:+.1f}%",
+            target=OVERHEAD_TARGET,
+            note=(
+                f"{repeats} repeats per arm, alternating order; {n_trials} trials per study, "
+                "Nop pruner, same seed"
+            ),
+        ),
+        measured(
+            "logging time per trial",
+            per_trial_ms,
+            fmt="{:.0f} ms",
+            note="(median tracked - median untracked) / n_trials; includes the study summary",
+        ),
+        measured("median study wall time, tracked", tracked, fmt="{:.1f} s", note=listed[True]),
+        measured(
+            "median study wall time, untracked", untracked, fmt="{:.1f} s", note=listed[False]
+        ),
+        note(
+            "both arms trained the same models",
+            "yes" if same else "no",
+            "identical trial values in every study" if same else "trial values differ",
+        ),
+    ]
+    return Report(
+        KEY,
+        TITLE,
+        "The same seeded study with `run_study(track=True)` and `track=False`, alternating, "
+        "each repeat with a fresh study, Optuna storage and MLflow store.",
+        rows,
+        seconds=time.perf_counter() - started,
+        smoke=inputs.smoke,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags: ``--data``, ``--tags``, ``--smoke``, ``--out``, ``--trials``, ``--repeats``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_overhead",
+        description="Wall time of the same study with and without MLflow tracking.",
+    )
+    add_common_args(parser, trials=TRIALS)
+    parser.add_argument(
+        "--repeats", type=int, default=REPEATS, help=f"studies per arm [default: {REPEATS}]"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row]:
+    """Run the benchmark from the command line; returns its rows."""
+    return run_script(
+        "benchmarks.bench_overhead",
+        build_parser(),
+        lambda inputs, args: run(inputs, trials=args.trials, repeats=args.repeats),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Local servers for parallel optimize, on 127.0.0.1 only:
+#   pg-start / pg-stop          a PostgreSQL 15 cluster (databases `optuna` and `mlflow`)
+#   mlflow-start / mlflow-stop  an MLflow tracking server backed by that cluster
+# State lives in $TAGIFAI_SERVERS_DIR (default .servers/); ports from PG_PORT / MLFLOW_PORT.
+# Prints the URL a started server answers on.
+set -euo pipefail
+
+ROOT=${TAGIFAI_SERVERS_DIR:-$PWD/.servers}
+PG_PORT=${PG_PORT:-5433}
+MLFLOW_PORT=${MLFLOW_PORT:-5002}
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+MLFLOW=${MLFLOW:-mlflow}
+PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT"
+
+die() { echo "servers.sh: $*" >&2; exit 1; }
+
+# PostgreSQL refuses to run as root: run its tools as the postgres user when we are root.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_start() {
+  [ -x "$PG_BIN/initdb" ] || die "PostgreSQL not found (install postgresql-15; PG_BIN=$PG_BIN)"
+  mkdir -p "$ROOT/pg"
+  chmod 755 "$ROOT"
+  [ "$(id -u)" = 0 ] && chown postgres: "$ROOT/pg"
+  if [ ! -f "$ROOT/pg/PG_VERSION" ]; then
+    as_pg "$PG_BIN/initdb" -D "$ROOT/pg" -U postgres --auth=trust -E UTF8 >"$ROOT/initdb.log"
+  fi
+  if ! as_pg "$PG_BIN/pg_ctl" -D "$ROOT/pg" status >/dev/null 2>&1; then
+    as_pg "$PG_BIN/pg_ctl" -D "$ROOT/pg" -w -t 60 -l "$ROOT/pg/server.log" \
+      -o "-p $PG_PORT -k $ROOT/pg -c listen_addresses=127.0.0.1" start >/dev/null
+  fi
+  for db in optuna mlflow; do
+    if ! as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc \
+        "select 1 from pg_database where datname = '$db'" | grep -q 1; then
+      as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"
+    fi
+  done
+  echo "$PG_URL/optuna"
+}
+
+pg_stop() {
+  [ -f "$ROOT/pg/PG_VERSION" ] || return 0
+  as_pg "$PG_BIN/pg_ctl" -D "$ROOT/pg" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+mlflow_start() {
+  mkdir -p "$ROOT/mlflow-artifacts"
+  if [ -f "$ROOT/mlflow.pid" ] && kill -0 "$(cat "$ROOT/mlflow.pid")" 2>/dev/null; then
+    echo "http://127.0.0.1:$MLFLOW_PORT"; return 0
+  fi
+  "$MLFLOW" server --backend-store-uri "$PG_URL/mlflow" \
+    --artifacts-destination "$ROOT/mlflow-artifacts" \
+    --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 2 >"$ROOT/mlflow.log" 2>&1 &
+  echo $! >"$ROOT/mlflow.pid"
+  for _ in $(seq 120); do
+    if curl -sf "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null; then
+      echo "http://127.0.0.1:$MLFLOW_PORT"; return 0
+    fi
+    kill -0 "$(cat "$ROOT/mlflow.pid")" 2>/dev/null || { tail -n 20 "$ROOT/mlflow.log" >&2; die "mlflow server exited"; }
+    sleep 1
+  done
+  die "mlflow server did not answer on port $MLFLOW_PORT within 120 s (see $ROOT/mlflow.log)"
+}
+
+mlflow_stop() {
+  [ -f "$ROOT/mlflow.pid" ] || return 0
+  pid=$(cat "$ROOT/mlflow.pid")
+  # The server runs a process group of workers: stop them all.
+  pkill -TERM -P "$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$ROOT/mlflow.pid"
+}
+
+case "${1:-}" in
+  pg-start) pg_start ;;
+  pg-stop) pg_stop ;;
+  mlflow-start) mlflow_start ;;
+  mlflow-stop) mlflow_stop ;;
+  *) die "usage: $0 pg-start|pg-stop|mlflow-start|mlflow-stop" ;;
+esac

@@ -1,0 +1,176 @@
+"""Several workers, one study: PostgreSQL-backed Optuna and a live MLflow tracking server
+(both real, on 127.0.0.1), a worker killed with SIGKILL, and an unreachable server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers import free_port, subprocess_env
+from mlflow.tracking import MlflowClient
+
+STUDY = """
+study_name: {name}
+n_trials: {n_trials}
+seed: 5
+params: {params}
+heartbeat_interval: 1
+grace_period: 4
+sampler: {{name: Random}}
+pruner: {{name: Nop}}
+search_space:
+  lr: {{type: float, low: 0.001, high: 0.1, log: true}}
+  dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
+"""
+
+
+def _config(tmp_path: Path, params_file: Path, n_trials: int) -> tuple[Path, str]:
+    name = f"dist-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, n_trials=n_trials, params=params_file))
+    return path, name
+
+
+def _optimize(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tagifai.cli", "optimize", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _runs(client: MlflowClient, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment}"
+    return client.search_runs([found.experiment_id], max_results=1000)
+
+
+@pytest.mark.server
+@pytest.mark.training
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_one_parent(servers, tmp_path, tiny_params_file):
+    config, name = _config(tmp_path, tiny_params_file, n_trials=8)
+    env = subprocess_env(MLFLOW_TRACKING_URI=servers["mlflow"])
+    args = ["--config", str(config), "--storage", servers["pg"], "--workers", "2"]
+    proc = _optimize(args, env, tmp_path)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+
+    study = optuna.load_study(study_name=name, storage=servers["pg"])
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 8
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert all(t.state.is_finished() for t in study.trials)
+    workers = {t.user_attrs["worker"] for t in complete}
+    assert len(workers) == 2, workers  # both processes ran trials
+
+    client = MlflowClient(tracking_uri=servers["mlflow"])
+    runs = _runs(client, name)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 8
+    parent = parents[0]
+    assert parent.info.run_id == study.user_attrs["mlflow_parent_run_id"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert {r.info.run_id for r in children} == {t.system_attrs["mlflow_run_id"] for t in complete}
+    assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs)
+    assert parent.info.status == "FINISHED"
+
+    summary = json.loads(
+        Path(
+            client.download_artifacts(parent.info.run_id, "best_params.json", str(tmp_path))
+        ).read_text()
+    )
+    assert summary["trial_number"] == study.best_trial.number
+    assert summary["value"] == pytest.approx(study.best_value)
+    assert summary["tuned"] == study.best_trial.params
+
+
+@pytest.mark.server
+@pytest.mark.training
+@pytest.mark.slow
+def test_killed_worker_trial_fails_and_is_retried(servers, tmp_path, tiny_params):
+    slow = tmp_path / "slow_params.json"  # trials long enough to be killed in the middle
+    slow.write_text(
+        json.dumps(tiny_params.model_copy(update={"num_epochs": 120, "patience": 120}).model_dump())
+    )
+    config, name = _config(tmp_path, slow, n_trials=4)
+    env = subprocess_env(MLFLOW_TRACKING_URI=servers["mlflow"])
+    args = ["--config", str(config), "--storage", servers["pg"]]
+    victim = _optimize(args, env, tmp_path)
+    survivor = _optimize(args, env, tmp_path)
+    victim_id = f":{victim.pid}"
+    killed_number = None
+    deadline = time.monotonic() + 180
+    while killed_number is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name=name, storage=servers["pg"])
+        except KeyError:
+            continue
+        for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            if trial.user_attrs.get("worker", "").endswith(victim_id) and trial.system_attrs.get(
+                "mlflow_run_id"
+            ):
+                os.kill(victim.pid, signal.SIGKILL)
+                killed_number = trial.number
+                break
+    assert killed_number is not None, "the victim never ran a trial"
+    victim.wait(timeout=30)
+    output, _ = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, output[-3000:]
+
+    study = optuna.load_study(study_name=name, storage=servers["pg"])
+    states = {t.number: t.state for t in study.trials}
+    assert states[killed_number] == optuna.trial.TrialState.FAIL
+    assert sum(s == optuna.trial.TrialState.COMPLETE for s in states.values()) == 4
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed_number]
+    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.COMPLETE
+    assert retries[0].params == study.trials[killed_number].params
+
+    client = MlflowClient(tracking_uri=servers["mlflow"])
+    killed_run = client.get_run(study.trials[killed_number].system_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "FAILED"
+    assert all(r.info.status != "RUNNING" for r in _runs(client, name))
+
+
+def test_unreachable_tracking_server_fails_fast(tmp_path, tiny_params_file):
+    config, name = _config(tmp_path, tiny_params_file, n_trials=2)
+    dead = f"http://127.0.0.1:{free_port()}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tagifai.cli",
+            "optimize",
+            "--config",
+            str(config),
+            "--storage",
+            storage,
+        ],
+        env=subprocess_env(MLFLOW_TRACKING_URI=dead),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and dead in lines[0] and "unreachable" in lines[0], done.stderr
+    assert elapsed < 30
+    # the study is left consistent: nothing was created
+    assert not (tmp_path / "optuna.db").exists() or name not in optuna.get_all_study_names(storage)
