@@ -13,11 +13,18 @@ UI_PORT ?= 5000
 SERVE_PORT ?= 5001
 MODEL_URI ?= models:/tagifai@champion
 
-.PHONY: help install test test-fast lint format train optimize train-best predict ui serve bench clean
+# Local servers for parallel optimize (scripts/servers.sh): PostgreSQL and an MLflow server.
+PG_PORT ?= 5433
+MLFLOW_PORT ?= 5002
+export PG_PORT MLFLOW_PORT
+PG_URL := postgresql://postgres@127.0.0.1:$(PG_PORT)/optuna
+WORKERS ?= 2
+
+.PHONY: help install test test-fast lint format train optimize optimize-parallel train-best predict ui serve bench bench-smoke clean servers-start servers-stop
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## Build .venv (CPU torch pinned by constraints.txt) and install tagifai
 
@@ -48,6 +55,18 @@ optimize: install ## Run the Optuna study through `mlflow run` on the sample dat
 	tagifai init-experiment $(STUDY) >/dev/null
 	mlflow run . -e optimize --env-manager local --experiment-name $(STUDY) -P study_name=$(STUDY)
 
+servers-start: install ## Start PostgreSQL (127.0.0.1:5433) and an MLflow server on it (127.0.0.1:5002)
+	scripts/servers.sh pg-start
+	scripts/servers.sh mlflow-start
+
+servers-stop: ## Stop the MLflow server and PostgreSQL
+	scripts/servers.sh mlflow-stop
+	scripts/servers.sh pg-stop
+
+optimize-parallel: servers-start ## WORKERS (2) workers on one study, PostgreSQL + MLflow server
+	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) \
+		tagifai optimize --storage $(PG_URL) --study-name $(STUDY)-parallel --workers $(WORKERS)
+
 train-best: install ## Train, log and register the model from config/best_params.json
 	tagifai train-best
 
@@ -60,9 +79,12 @@ ui: install ## MLflow UI on http://127.0.0.1:5000
 serve: install ## Serve the champion model on http://127.0.0.1:5001/invocations
 	mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
-bench: install ## Benchmarks on the real data (../shared); writes benchmarks/RESULTS.md
+bench: install ## Benchmarks on the real data (../shared, ~30-40 min on 2 cores); writes benchmarks/RESULTS.md
 	$(PY) -m benchmarks.run_all
 
+bench-smoke: install ## Every benchmark on the sample, tiny settings (checks the scripts; ~5 min)
+	$(PY) -m benchmarks.run_all --smoke
+
 clean: ## Remove run outputs (tracking store, studies, caches); keeps .venv
-	rm -rf experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data config/best_params.json
+	rm -rf experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data config/best_params.json .servers
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -41,12 +41,12 @@ from benchmarks.common import (
     reset_mlflow_state,
     run_script,
     study_config,
+    warm_up,
     workspace,
 )
 from tagifai.config import OptimizeConfig, Params, PrunerConfig
 from tagifai.data import Dataset, Splits
 from tagifai.optimize import run_study
-from tagifai.train import train
 
 __all__ = ["main", "run"]
 
@@ -56,16 +56,6 @@ TRIALS = 6
 SMOKE_TRIALS = 2
 REPEATS = 3
 OVERHEAD_TARGET = Target("<=", 3.0, "<= 3%")
-
-
-def _warm_up(base: Params, dataset: Dataset, splits: Splits) -> None:
-    """Pay first-use costs (imports, torch thread pools) before any arm is timed."""
-    import matplotlib
-    import optuna.visualization  # noqa: F401
-    import optuna_integration  # noqa: F401
-
-    matplotlib.use("Agg")
-    train(base.model_copy(update={"num_epochs": 1}), dataset, splits)
 
 
 def _one_study(
@@ -110,7 +100,7 @@ def run(inputs: Inputs, trials: int | None = None, repeats: int = REPEATS) -> Re
     with workspace(KEY) as folder:
         template, base = study_config(inputs, "template", optuna_url(folder), n_trials)
         dataset, splits = load_inputs_data(base, inputs)
-        _warm_up(base, dataset, splits)
+        warm_up(template, base, dataset, splits)
         for repeat in range(repeats):
             order = (True, False) if repeat % 2 == 0 else (False, True)
             for track in order:

@@ -46,6 +46,7 @@ __all__ = [
     "REPO",
     "RESULTS_FILE",
     "SMOKE_PARAMS",
+    "SMOKE_RESULTS_FILE",
     "Inputs",
     "Report",
     "Row",
@@ -53,7 +54,10 @@ __all__ = [
     "add_common_args",
     "child_env",
     "epochs_trained",
+    "failed_report",
+    "git_commit",
     "load_inputs_data",
+    "machine_info",
     "measured",
     "median",
     "mlflow_store",
@@ -65,8 +69,10 @@ __all__ = [
     "resolve_inputs",
     "run_script",
     "study_config",
+    "table",
     "train_params",
     "trial_states",
+    "warm_up",
     "workspace",
     "write_results",
 ]
@@ -255,7 +261,7 @@ def reset_mlflow_state() -> None:
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     # mlflow.set_experiment keeps the id in module state as well as in the environment.
     with contextlib.suppress(AttributeError):
-        mlflow.tracking.fluent._active_experiment_id = None  # type: ignore[attr-defined]
+        mlflow.tracking.fluent._active_experiment_id = None
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -298,6 +304,27 @@ def epochs_trained(study: optuna.Study) -> int:
     """Epochs trained over the study: the ``epochs`` user attribute of done trials."""
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return sum(int(t.user_attrs.get("epochs", 0)) for t in study.trials if t.state in done)
+
+
+def warm_up(config: OptimizeConfig, base: Params, dataset: Dataset, splits: Splits) -> None:
+    """Pay first-use costs (lazy imports, torch kernels) before any arm is timed.
+
+    One one-epoch training per architecture the study may try, and the imports the
+    tracked summary needs; otherwise whichever arm runs first would pay them.
+    """
+    import matplotlib
+    import optuna.visualization  # noqa: F401
+    import optuna_integration  # noqa: F401
+
+    from tagifai.train import train
+
+    matplotlib.use("Agg")
+    space = config.search_space.get("architecture")
+    architectures = space.values() if space is not None else [base.architecture]
+    for architecture in architectures:
+        train(
+            base.model_copy(update={"num_epochs": 1, "architecture": architecture}), dataset, splits
+        )
 
 
 def median(values: Sequence[float]) -> float:

@@ -51,7 +51,8 @@ mlflow_start() {
   if [ -f "$ROOT/mlflow.pid" ] && kill -0 "$(cat "$ROOT/mlflow.pid")" 2>/dev/null; then
     echo "http://127.0.0.1:$MLFLOW_PORT"; return 0
   fi
-  "$MLFLOW" server --backend-store-uri "$PG_URL/mlflow" \
+  # No job-runner side processes: tagifai needs only tracking and artifacts.
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$MLFLOW" server --backend-store-uri "$PG_URL/mlflow" \
     --artifacts-destination "$ROOT/mlflow-artifacts" \
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 2 >"$ROOT/mlflow.log" 2>&1 &
   echo $! >"$ROOT/mlflow.pid"
@@ -68,11 +69,10 @@ mlflow_start() {
 mlflow_stop() {
   [ -f "$ROOT/mlflow.pid" ] || return 0
   pid=$(cat "$ROOT/mlflow.pid")
-  # The server runs a process group of workers: stop them all.
-  pkill -TERM -P "$pid" 2>/dev/null || true
-  kill -TERM "$pid" 2>/dev/null || true
+  # setsid made the server a process-group leader: stop it and all its workers.
+  kill -TERM -- "-$pid" 2>/dev/null || true
   for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  kill -KILL "$pid" 2>/dev/null || true
+  kill -KILL -- "-$pid" 2>/dev/null || true
   rm -f "$ROOT/mlflow.pid"
 }
 

@@ -59,6 +59,16 @@ def command(name: str) -> Callable[[F], F]:
             except TagifaiError as exc:
                 err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
+            except OSError as exc:
+                # Disk full, a read-only or unwritable folder: say where, no traceback.
+                where = exc.filename or "output"
+                err_console.print(
+                    f"error: cannot write {where}: {exc.strerror or exc}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 err_console.print(
                     f"interrupted: run the same `tagifai {name}` command again to resume",

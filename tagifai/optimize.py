@@ -32,6 +32,7 @@ from tagifai.config import (
     SearchSpace,
 )
 from tagifai.errors import TagifaiError
+from tagifai.faults import failpoint
 from tagifai.predict import write_json_atomic
 from tagifai.train import train
 
@@ -222,6 +223,7 @@ class _TrialReporter:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         self.epochs = epoch
+        failpoint("trial")
         if self.mlflow is not None:
             self.mlflow.on_epoch_end(epoch, metrics)
         self.trial.report(metrics[self.metric], step=epoch)
@@ -502,6 +504,7 @@ def summarize(
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         return None
     payload = best_params_payload(study)
+    failpoint("summary")
     if tracker is not None:
         figures = make_figures(study)
         try:

@@ -27,6 +27,7 @@ from torch import nn
 
 from tagifai.config import Params
 from tagifai.errors import TagifaiError
+from tagifai.faults import failpoint
 from tagifai.task import Encoder, get_task
 
 __all__ = [
@@ -60,6 +61,7 @@ def write_json_atomic(path: Path | str, payload: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        failpoint(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,234 @@
+"""Workers: trials per hour of ``tagifai optimize`` with 1 and with 2 worker processes.
+
+What is measured: the CLI as a user runs it, ``tagifai optimize --config C --data D
+--tags T --n-trials N --study-name S --storage sqlite:///... --workers K``, for K=1
+and K=2, each a fresh study in a fresh Optuna storage and sqlite MLflow store
+(``MLFLOW_TRACKING_URI``; its schema is created before the clock starts, as for
+a store already in use). ``C`` is a temporary copy of ``config/optimize.yaml`` with
+the Nop pruner, so every trial trains until early stopping and the two runs do
+comparable work. Wall time is the whole command (start-up, data loading, trials,
+summary), so trials/hour is what a user gets; the target is a speed-up of at
+least 1.7x with 2 workers on this machine.
+
+Trials are not identical across the two runs: parallel TPE suggests other params
+than sequential TPE after the first random trials, and trial lengths vary with
+params, so epochs/hour is reported beside trials/hour.
+
+Run: ``python -m benchmarks.bench_workers [--trials 8] [--smoke] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import yaml
+
+from benchmarks.common import (
+    OPTIMIZE_CONFIG,
+    PARAMS_FILE,
+    Inputs,
+    Report,
+    Row,
+    Target,
+    add_common_args,
+    child_env,
+    epochs_trained,
+    measured,
+    mlflow_store,
+    optuna_url,
+    progress,
+    reset_mlflow_state,
+    run_script,
+    train_params,
+    trial_states,
+    workspace,
+)
+
+__all__ = ["main", "run"]
+
+KEY = "workers"
+TITLE = "5. Trials per hour, 1 vs 2 workers (bench_workers)"
+TRIALS = 8
+SMOKE_TRIALS = 4
+WORKERS = (1, 2)
+SPEEDUP_TARGET = Target(">=", 1.7, ">= 1.7x")
+COMMAND_TIMEOUT = 30 * 60  # seconds; a stuck study is stopped, not waited on forever
+
+
+def _study_file(folder: Path, inputs: Inputs) -> Path:
+    """A copy of ``config/optimize.yaml`` with the Nop pruner and absolute params path."""
+    config = yaml.safe_load(OPTIMIZE_CONFIG.read_text(encoding="utf-8"))
+    config["pruner"] = {"name": "Nop"}
+    params_file = PARAMS_FILE
+    if inputs.smoke:
+        params_file = folder / "smoke_params.json"
+        params_file.write_text(json.dumps(train_params(inputs).model_dump(mode="json")))
+    config["params"] = str(params_file)
+    path = folder / "optimize.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """One ``tagifai optimize --workers K`` command.
+
+    Attributes:
+        seconds: Wall time of the whole command.
+        done: Complete + pruned trials in the study.
+        failed: Failed trials (a surplus trial refused by the study counts here).
+        epochs: Epochs trained over the study.
+    """
+
+    seconds: float
+    done: int
+    failed: int
+    epochs: int
+
+    def per_hour(self, count: float) -> float:
+        """``count`` per hour of this command's wall time."""
+        return 3600 * count / self.seconds
+
+
+def _optimize(
+    folder: Path, config_file: Path, inputs: Inputs, n_trials: int, workers: int
+) -> WorkerRun:
+    """Run ``tagifai optimize --workers K`` in ``folder``; its wall time and study record."""
+    folder.mkdir(parents=True)
+    uri = mlflow_store(folder)  # schema made here, outside the clock
+    reset_mlflow_state()
+    storage = optuna_url(folder)
+    study_name = f"bench-workers-{uuid.uuid4().hex[:8]}-{workers}"
+    command = [
+        sys.executable, "-m", "tagifai.cli", "optimize", "--config", str(config_file),
+        "--data", inputs.data, *(("--tags", inputs.tags) if inputs.tags else ()),
+        "--n-trials", str(n_trials), "--study-name", study_name, "--storage", storage,
+        "--workers", str(workers),
+    ]  # fmt: skip
+    log_file = folder / "optimize.log"
+    started = time.perf_counter()
+    with log_file.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=folder,  # experiments/ and config/best_params.json land here
+            env=child_env(MLFLOW_TRACKING_URI=uri),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # one process group: the helpers stop with it
+        )
+        try:
+            code = process.wait(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+            raise RuntimeError(f"--workers {workers}: no result in {COMMAND_TIMEOUT} s") from None
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"--workers {workers} exited {code}: {log_file.read_text()[-2000:]}")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    states = trial_states(study)
+    return WorkerRun(
+        seconds=seconds,
+        done=states["COMPLETE"] + states["PRUNED"],
+        failed=states["FAIL"],
+        epochs=epochs_trained(study),
+    )
+
+
+def run(inputs: Inputs, trials: int | None = None) -> Report:
+    """Run the same study with 1 and with 2 workers; compare trials per hour.
+
+    Args:
+        inputs: Data (``--smoke``: the sample, 4 trials of 3 epochs).
+        trials: Trials per study (default 8).
+
+    Returns:
+        The report: trials/hour of each, the speed-up vs target, epochs/hour.
+    """
+    started = time.perf_counter()
+    n_trials = trials or (SMOKE_TRIALS if inputs.smoke else TRIALS)
+    runs: dict[int, WorkerRun] = {}
+    with workspace(KEY) as folder:
+        config_file = _study_file(folder, inputs)
+        for workers in WORKERS:
+            progress(KEY, f"tagifai optimize --workers {workers} --n-trials {n_trials}")
+            runs[workers] = _optimize(
+                folder / f"workers-{workers}", config_file, inputs, n_trials, workers
+            )
+            progress(KEY, f"--workers {workers}: {runs[workers].seconds:.0f} s")
+
+    one, two = (runs[k].per_hour(runs[k].done) for k in WORKERS)
+    rows: list[Row] = [
+        measured(
+            "speed-up of 2 workers (trials/hour ratio)",
+            two / one,
+            fmt="{:.2f}x",
+            target=SPEEDUP_TARGET,
+            note=f"{os.cpu_count()} cores; {n_trials} trials per study, Nop pruner",
+        ),
+    ]
+    for workers in WORKERS:
+        entry = runs[workers]
+        rows.append(
+            measured(
+                f"trials/hour, {workers} worker{'s' if workers > 1 else ''}",
+                entry.per_hour(entry.done),
+                fmt="{:.0f}",
+                note=(
+                    f"{entry.done} trials in {entry.seconds:.0f} s (whole command); "
+                    f"{entry.failed} failed/surplus; {entry.epochs} epochs"
+                ),
+            )
+        )
+    rows.append(
+        measured(
+            "epochs/hour ratio, 2 vs 1 worker",
+            runs[2].per_hour(runs[2].epochs) / runs[1].per_hour(runs[1].epochs),
+            fmt="{:.2f}x",
+            note="the same comparison per epoch trained (trials differ in length)",
+        )
+    )
+    return Report(
+        KEY,
+        TITLE,
+        "`tagifai optimize --workers K` as a subprocess, K = 1 and 2, same study config "
+        "(Nop pruner) and trial count, each with a fresh Optuna storage and MLflow store.",
+        rows,
+        seconds=time.perf_counter() - started,
+        smoke=inputs.smoke,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags: ``--data``, ``--tags``, ``--smoke``, ``--out``, ``--trials``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_workers",
+        description="Trials per hour of `tagifai optimize` with 1 and 2 worker processes.",
+    )
+    add_common_args(parser, trials=TRIALS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row]:
+    """Run the benchmark from the command line; returns its rows."""
+    return run_script(
+        "benchmarks.bench_workers",
+        build_parser(),
+        lambda inputs, args: run(inputs, trials=args.trials),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Interruptions: Ctrl-C / SIGTERM during optimize leave a resumable study; SIGKILL at
+several points (inside a trial, during the summary, while writing best_params.json) never
+loses a completed trial, never leaves half a file, and the re-run closes every run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from helpers import subprocess_env
+from mlflow.tracking import MlflowClient
+
+pytestmark = [pytest.mark.training, pytest.mark.slow]
+
+STUDY = """
+study_name: interrupted
+n_trials: 2
+seed: 11
+params: {params}
+heartbeat_interval: 1
+grace_period: 3
+sampler: {{name: Random}}
+pruner: {{name: Nop}}
+search_space:
+  dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
+"""
+STORAGE = "sqlite:///experiments/optuna.db"
+
+
+@pytest.fixture
+def study_dir(tmp_path, tiny_params) -> Path:
+    params = tmp_path / "params.json"
+    # ~2 s per trial: long enough to be interrupted in the middle
+    slow = tiny_params.model_copy(update={"num_epochs": 40, "patience": 40})
+    params.write_text(json.dumps(slow.model_dump()))
+    (tmp_path / "study.yaml").write_text(STUDY.format(params=params))
+    return tmp_path
+
+
+def _start(cwd: Path, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tagifai.cli", "optimize", "--config", "study.yaml"],
+        cwd=cwd,
+        env=subprocess_env(MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}", **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _study(cwd: Path) -> optuna.Study:
+    return optuna.load_study(
+        study_name="interrupted", storage=f"sqlite:///{cwd}/experiments/optuna.db"
+    )
+
+
+def _client(cwd: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+
+
+def _completed(study: optuna.Study) -> dict[int, float]:
+    return {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
+
+
+def _check_resumed(cwd: Path, before: dict[int, float], parent_id: str | None) -> None:
+    """Re-run to the end and check nothing was lost, re-run or left open."""
+    rerun = _start(cwd)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-3000:]
+    study = _study(cwd)
+    after = _completed(study)
+    assert len(after) == 2
+    assert {n: after[n] for n in before} == before  # completed trials kept, not re-run
+    client = _client(cwd)
+    experiment = client.get_experiment_by_name("interrupted")
+    runs = client.search_runs([experiment.experiment_id])
+    assert all(run.info.status != "RUNNING" for run in runs)
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    if parent_id is not None:
+        assert parents[0].info.run_id == parent_id
+    best = json.loads((cwd / "config" / "best_params.json").read_text())
+    assert best["trial_number"] == study.best_trial.number
+    assert best["value"] == pytest.approx(study.best_value)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_marks_trial_and_leaves_study_resumable(study_dir, sig):
+    proc = _start(study_dir)
+    interrupted = None
+    deadline = time.monotonic() + 120
+    while interrupted is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        if not (study_dir / "experiments" / "optuna.db").exists():
+            continue
+        try:
+            study = _study(study_dir)
+        except KeyError:  # the study is not created yet
+            continue
+        done = _completed(study)
+        for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            if done and trial.system_attrs.get("mlflow_run_id"):
+                proc.send_signal(sig)
+                interrupted = trial.number
+                break
+    assert interrupted is not None, f"no second trial to interrupt: {proc.communicate()[1][-2000:]}"
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "resume" in err
+
+    study = _study(study_dir)
+    trial = study.trials[interrupted]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    client = _client(study_dir)
+    assert client.get_run(trial.system_attrs["mlflow_run_id"]).info.status == "KILLED"
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    assert client.get_run(parent_id).info.status == "KILLED"
+    _check_resumed(study_dir, _completed(study), parent_id)
+
+
+@pytest.mark.parametrize("point", ["trial", "summary", "write:best_params.json"])
+def test_sigkill_at_a_failpoint_then_rerun_finishes(study_dir, point):
+    proc = _start(study_dir, TAGIFAI_FAILPOINT=point)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    best = study_dir / "config" / "best_params.json"
+    if best.exists():
+        json.loads(best.read_text())  # never half-written
+    study = _study(study_dir)
+    before = _completed(study)
+    if point == "trial":
+        assert study.trials[-1].state == optuna.trial.TrialState.RUNNING  # died inside it
+    else:
+        assert len(before) == 2  # every trial was done; the summary was not
+    _check_resumed(study_dir, before, study.user_attrs.get("mlflow_parent_run_id"))
