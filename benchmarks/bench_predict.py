@@ -23,8 +23,6 @@ import argparse
 import http.client
 import itertools
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +47,7 @@ from benchmarks.common import (
     mlflow_store,
     progress,
     run_script,
+    stop_process_group,
     train_params,
     workspace,
 )
@@ -166,23 +165,7 @@ def serve(model_uri: str, env: dict[str, str], log_file: Path) -> Iterator[tuple
                 time.sleep(0.25)
             yield port, time.perf_counter() - started
         finally:
-            _stop(server)
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, SIGKILL it after 20 s."""
-    if server.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            server.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            stop_process_group(server)
 
 
 def run(inputs: Inputs, requests: int = REQUESTS) -> Report:

@@ -138,8 +138,8 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
         ),
         measured(
             "study wall time, pruned",
-            pruned.seconds / 60,
-            fmt="{:.1f} min",
+            pruned.seconds,
+            fmt="{:,.0f} s",
             note=(
                 f"{100 * (pruned.seconds / nop.seconds - 1):+.0f}% vs Nop; "
                 f"{pruned.states['FAIL']} failed trials"
@@ -147,8 +147,8 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
         ),
         measured(
             "study wall time, Nop",
-            nop.seconds / 60,
-            fmt="{:.1f} min",
+            nop.seconds,
+            fmt="{:,.0f} s",
             note=f"{nop.states['FAIL']} failed trials",
         ),
     ]

@@ -72,6 +72,11 @@ PUBLISHED = (
 )
 
 
+def _train_best(payload: dict, **kwargs):
+    """train-best on the data the payload names."""
+    return jobs.train_best(payload, *jobs.load_best_data(payload), **kwargs)
+
+
 def tfidf_baseline(dataset: Dataset, splits: Splits, params: Params) -> dict[str, Any]:
     """Fit the TF-IDF + logistic regression baseline on train; score it on test.
 
@@ -169,7 +174,7 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
             raise RuntimeError(f"study finished with no completed trial: {states}")
         progress(KEY, f"train-best (trial {payload['trial_number']})")
         train_started = time.perf_counter()
-        outcome = jobs.train_best(payload, None, None)
+        outcome = _train_best(payload)
         train_seconds = time.perf_counter() - train_started
         progress(KEY, "TF-IDF baseline")
         best = Params.model_validate(payload["params"])

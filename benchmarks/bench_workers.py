@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ from benchmarks.common import (
     progress,
     reset_mlflow_state,
     run_script,
+    stop_process_group,
     train_params,
     trial_states,
     workspace,
@@ -130,12 +130,14 @@ def _optimize(
             start_new_session=True,  # one process group: the helpers stop with it
         )
         try:
-            code = process.wait(timeout=COMMAND_TIMEOUT)
+            code: int | None = process.wait(timeout=COMMAND_TIMEOUT)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=60)
-            raise RuntimeError(f"--workers {workers}: no result in {COMMAND_TIMEOUT} s") from None
+            code = None
+        finally:  # also on Ctrl-C: the workers are in their own session, stop them here
+            stop_process_group(process, grace=60)
     seconds = time.perf_counter() - started
+    if code is None:
+        raise RuntimeError(f"--workers {workers}: no result in {COMMAND_TIMEOUT} s")
     if code != 0:
         raise RuntimeError(f"--workers {workers} exited {code}: {log_file.read_text()[-2000:]}")
     study = optuna.load_study(study_name=study_name, storage=storage)

@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -68,6 +69,7 @@ __all__ = [
     "reset_mlflow_state",
     "resolve_inputs",
     "run_script",
+    "stop_process_group",
     "study_config",
     "table",
     "train_params",
@@ -274,6 +276,25 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """SIGTERM the process group a child leads (``start_new_session=True``), SIGKILL it later.
+
+    Only the group of a process this benchmark started is signalled.
+    """
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def quiet() -> None:

@@ -119,6 +119,7 @@ class _EpochProgress:
 
 
 WORKER_ENV = "TAGIFAI_WORKER"  # set for the helper processes of `optimize --workers`
+THREADS_ENV = "TAGIFAI_TORCH_THREADS"  # torch threads of such a helper
 
 
 def _progress() -> Progress:
@@ -203,14 +204,12 @@ def train_best_command(
     if from_run:
         tracking.configure(read_only=True)
     payload = jobs.load_best_params(params_file, from_run or None)
+    dataset, splits = jobs.load_best_data(payload, data or None, tags or None)
+    tracking.configure()
     epochs = int(payload["params"].get("num_epochs", 1))
     with _progress() as progress:
         outcome = jobs.train_best(
-            payload,
-            data or None,
-            tags or None,
-            force=force,
-            reporter=_EpochProgress(progress, epochs),
+            payload, dataset, splits, force=force, reporter=_EpochProgress(progress, epochs)
         )
     console.print(f"run_id: {outcome.run_id}")
     _print_metrics("test metrics", outcome.test_metrics["overall"])
@@ -354,22 +353,35 @@ def optimize_command(
     )
     data_path, tags_path = _data_sources(data, tags)
     dataset, splits = jobs.load_data(base, data_path, tags_path)
+    if os.environ.get(THREADS_ENV):
+        import torch
+
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     tracking.configure()
     tracking.check_reachable()
     helpers: list[subprocess.Popen[bytes]] = []
     if workers > 1:
+        import torch
+
+        # Share the cores: N workers with torch's default threads each would oversubscribe.
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
         optimize.open_study(study_config, storage or None)  # creates the schema once
-        # The helpers get this process's resolved settings, so all workers agree.
+        # The helpers get this process's resolved settings, so all workers agree, and a
+        # seed of their own: with one seed they would all sample the same start-up trials.
         command = [
             *(sys.executable, "-m", "tagifai.cli", "optimize", "--config", str(config)),
             *("--data", data_path, "--study-name", study_config.study_name),
-            *("--n-trials", str(study_config.n_trials), "--seed", str(study_config.seed)),
+            *("--n-trials", str(study_config.n_trials)),
             *(("--tags", tags_path) if tags_path else ()),
             *(("--storage", storage) if storage else ()),
             *(("--timeout", str(study_config.timeout)) if study_config.timeout else ()),
         ]
-        env = {**os.environ, WORKER_ENV: "1"}
-        helpers = [subprocess.Popen(command, env=env) for _ in range(workers - 1)]
+        env = {**os.environ, WORKER_ENV: "1", THREADS_ENV: str(threads)}
+        helpers = [
+            subprocess.Popen([*command, "--seed", str(study_config.seed + i)], env=env)
+            for i in range(1, workers)
+        ]
     try:
         with _progress() as progress:
             task_id = progress.add_task(

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from tagifai.config import DATA_CACHE_DIR, Params
@@ -421,6 +420,9 @@ def split(dataset: Dataset, params: Params) -> Splits:
     Raises:
         TagifaiError: If there are too few rows for three non-empty splits.
     """
+    # Imported here: it pulls in scipy.stats, which loading a model for prediction never needs.
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
     frame = dataset.frame
     test_size = 1 - params.train_size - params.val_size
     smallest = min(params.train_size, params.val_size, test_size)

@@ -17,8 +17,10 @@ from tagifai.train import Reporter, train
 __all__ = [
     "MODEL_NAME",
     "TrainOutcome",
+    "load_best_data",
     "load_best_params",
     "load_data",
+    "study_data",
     "train_and_log",
     "train_best",
 ]
@@ -134,10 +136,34 @@ def load_best_params(params_file: Path | None, from_run: str | None) -> dict[str
     return payload
 
 
+def study_data(
+    payload: dict[str, Any], data_location: str | None, tags_location: str | None
+) -> tuple[str, str | None]:
+    """The data to train the study's best params on: as given, else the study's own.
+
+    Raises:
+        TagifaiError: If neither names a data file.
+    """
+    if data_location is None:
+        data_location = payload.get("data_source")
+        tags_location = tags_location or payload.get("tags_source")
+    if not data_location:
+        raise TagifaiError("train-best: no --data given and best_params.json names no data_source")
+    return data_location, tags_location
+
+
+def load_best_data(
+    payload: dict[str, Any], data_location: str | None = None, tags_location: str | None = None
+) -> tuple[data.Dataset, data.Splits]:
+    """:func:`load_data` for a study's best params on :func:`study_data`."""
+    params = Params.model_validate(payload["params"])
+    return load_data(params, *study_data(payload, data_location, tags_location))
+
+
 def train_best(
     payload: dict[str, Any],
-    data_location: str | None,
-    tags_location: str | None,
+    dataset: data.Dataset,
+    splits: data.Splits,
     force: bool = False,
     reporter: Reporter | None = None,
 ) -> TrainOutcome:
@@ -145,12 +171,12 @@ def train_best(
 
     The run goes into the study's experiment, tagged with the study's parent run.
     The new version becomes ``champion`` only if its test F1 beats the current
-    champion's (or ``force``).
+    champion's (or ``force``). Tracking must be configured.
 
     Args:
         payload: Content of ``best_params.json``.
-        data_location: Projects file; default the one the study used.
-        tags_location: Taxonomy; default the one the study used.
+        dataset: Prepared data (:func:`load_data` of :func:`study_data`).
+        splits: Its split.
         force: Promote whatever the scores.
         reporter: Also receives every epoch's metrics.
 
@@ -158,11 +184,6 @@ def train_best(
         Run id, metrics, model URI, registered version and whether it was promoted.
     """
     params = Params.model_validate(payload["params"])
-    if data_location is None:
-        data_location = payload.get("data_source")
-        tags_location = tags_location or payload.get("tags_source")
-    if not data_location:
-        raise TagifaiError("train-best: no --data given and best_params.json names no data_source")
     tags = {
         "tagifai.job": "train-best",
         "tagifai.study_name": str(payload["study_name"]),
@@ -170,8 +191,6 @@ def train_best(
         "tagifai.best_trial_number": str(payload.get("trial_number")),
         "tagifai.best_trial_run_id": str(payload.get("mlflow_run_id") or ""),
     }
-    dataset, splits = load_data(params, data_location, tags_location)
-    tracking.configure()
     outcome = train_and_log(
         params,
         dataset,

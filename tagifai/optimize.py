@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 import warnings
@@ -20,6 +21,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 
 from tagifai import data, tracking
 from tagifai.config import (
@@ -169,15 +171,24 @@ def make_storage(
         retry(study, trial)
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=config.heartbeat_interval,
-            grace_period=config.grace_period,
-            heartbeat_stale_trial_callback=failed,
-        )
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=config.heartbeat_interval,
+                    grace_period=config.grace_period,
+                    heartbeat_stale_trial_callback=failed,
+                )
+        except sqlalchemy.exc.IntegrityError:
+            # Two processes created a fresh database's schema at once; the loser
+            # finds it made on the next try.
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
 
 
 def storage_url(config: OptimizeConfig, storage: str | None = None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from helpers import free_port, subprocess_env
 from mlflow.tracking import MlflowClient
 
@@ -117,7 +118,7 @@ def test_killed_worker_trial_fails_and_is_retried(servers, tmp_path, tiny_params
         time.sleep(0.5)
         try:
             study = optuna.load_study(study_name=name, storage=servers["pg"])
-        except KeyError:
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet, or being created
             continue
         for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
             if trial.user_attrs.get("worker", "").endswith(victim_id) and trial.system_attrs.get(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from helpers import subprocess_env
 from mlflow.tracking import MlflowClient
 
@@ -101,7 +102,7 @@ def test_signal_marks_trial_and_leaves_study_resumable(study_dir, sig):
             continue
         try:
             study = _study(study_dir)
-        except KeyError:  # the study is not created yet
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet, or being created
             continue
         done = _completed(study)
         for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):

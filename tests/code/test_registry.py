@@ -17,6 +17,11 @@ from tagifai.config import Params
 pytestmark = pytest.mark.training
 
 
+def _train_best(payload: dict, **kwargs):
+    """train-best on the data the payload names."""
+    return jobs.train_best(payload, *jobs.load_best_data(payload), **kwargs)
+
+
 def _payload(params: Params, sample_paths, study: str) -> dict:
     """A best_params.json as `tagifai optimize` writes it."""
     return {
@@ -40,13 +45,13 @@ def test_champion_moves_only_to_a_better_model(workdir, tiny_params, sample_path
     tracking.configure()
     client = MlflowClient()
     good_params = tiny_params.model_copy(update={"num_epochs": 25, "patience": 6})
-    good = jobs.train_best(_payload(good_params, sample_paths, experiment_name), None, None)
+    good = _train_best(_payload(good_params, sample_paths, experiment_name))
     assert good.promoted and good.champion_f1 is None and good.version == "1"
     assert _champion(client) == "1"
 
     # a model that learned nothing: never better, so the alias stays
     weak_params = tiny_params.model_copy(update={"lr": 1e-7, "num_epochs": 1})
-    weak = jobs.train_best(_payload(weak_params, sample_paths, experiment_name), None, None)
+    weak = _train_best(_payload(weak_params, sample_paths, experiment_name))
     weak_f1 = weak.test_metrics["overall"]["f1"]
     assert weak_f1 < good.test_metrics["overall"]["f1"]
     assert not weak.promoted and weak.champion_f1 == pytest.approx(
@@ -55,12 +60,10 @@ def test_champion_moves_only_to_a_better_model(workdir, tiny_params, sample_path
     assert _champion(client) == "1"
 
     # an identical retrain ties: a tie is not a win
-    same = jobs.train_best(_payload(good_params, sample_paths, experiment_name), None, None)
+    same = _train_best(_payload(good_params, sample_paths, experiment_name))
     assert not same.promoted and _champion(client) == "1"
 
-    forced = jobs.train_best(
-        _payload(weak_params, sample_paths, experiment_name), None, None, force=True
-    )
+    forced = _train_best(_payload(weak_params, sample_paths, experiment_name), force=True)
     assert forced.promoted and _champion(client) == forced.version
 
     version = client.get_model_version(jobs.MODEL_NAME, good.version)

@@ -18,6 +18,11 @@ from tagifai import jobs, tracking
 pytestmark = [pytest.mark.server, pytest.mark.training]
 
 
+def _train_best(payload: dict, **kwargs):
+    """train-best on the data the payload names."""
+    return jobs.train_best(payload, *jobs.load_best_data(payload), **kwargs)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -44,7 +49,7 @@ def served_model(workdir, tiny_params, sample_paths) -> Iterator[str]:
         "tags_source": sample_paths[1],
         "params": tiny_params.model_dump(mode="json"),
     }
-    jobs.train_best(payload, None, None)
+    _train_best(payload)
     port = _free_port()
     command = [
         str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve",
