@@ -45,6 +45,14 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _is_environment_error(exc: BaseException) -> bool:
+    """A storage or tracking server that refused (imported late: they are slow to import)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, MlflowException | SQLAlchemyError)
+
+
 def command(name: str) -> Callable[[F], F]:
     """Register a CLI command whose project errors become one stderr line and exit code 2.
 
@@ -63,7 +71,19 @@ def command(name: str) -> Callable[[F], F]:
                 # Disk full, a read-only or unwritable folder: say where, no traceback.
                 where = exc.filename or "output"
                 err_console.print(
-                    f"error: cannot write {where}: {exc.strerror or exc}",
+                    f"error: {where}: {exc.strerror or exc}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(1) from None
+            except Exception as exc:
+                if not _is_environment_error(exc):
+                    raise
+                # A storage or tracking server that refuses: one line, no traceback.
+                message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+                err_console.print(
+                    f"error: {type(exc).__name__}: {message}",
                     markup=False,
                     highlight=False,
                     soft_wrap=True,
@@ -239,19 +259,18 @@ def _load_predictor(uri: str) -> Any:
 @command("evaluate")
 def evaluate_command(
     run_id: Annotated[str, typer.Option("--run-id", help="Run whose model to evaluate.")],
-    data: DataOption = None,
-    tags: TagsOption = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Projects file. [default: the run's data]")
+    ] = None,
+    tags: Annotated[
+        str | None, typer.Option("--tags", help="Taxonomy. [default: the run's taxonomy]")
+    ] = None,
 ) -> None:
-    """Re-score a run's model on the test split of the data (same params, same split)."""
-    from tagifai import data as data_mod
-    from tagifai import evaluate
+    """Re-score a run's model on its test split (the run's data unless --data is given)."""
+    from tagifai import jobs, tracking
 
-    predictor = _load_predictor(f"runs:/{run_id}/model")
-    params = predictor.params
-    data_path, tags_path = _data_sources(data, tags)
-    dataset = predictor.task.load(data_path, tags_path, params)
-    splits = data_mod.split(dataset, params)
-    metrics = evaluate.evaluate_predictor(predictor, splits.test, predictor.classes)
+    tracking.configure(read_only=True)
+    metrics = jobs.evaluate_run(run_id, data or None, tags or None)
     _print_metrics(f"test metrics of run {run_id}", metrics["overall"])
     console.print_json(json.dumps({"slices": metrics["slices"]}))
 
@@ -396,6 +415,10 @@ def optimize_command(
                 storage=storage or None,
                 on_trial=lambda done, total: progress.update(task_id, completed=done, total=total),
             )
+    except BaseException:
+        for helper in helpers:  # Ctrl-C, SIGTERM or an error here: stop the helpers too
+            helper.send_signal(signal.SIGTERM)
+        raise
     finally:
         codes = [helper.wait() for helper in helpers]
     if any(codes):

@@ -104,7 +104,7 @@ class Params(BaseModel):
     patience: int = Field(5, ge=1)  # epochs without val improvement before stopping
     lr_patience: int = Field(2, ge=1)  # epochs without val improvement before lr *= lr_factor
     lr_factor: float = Field(0.5, gt=0, lt=1)
-    class_weights: bool = True  # weight BCE positives by inverse tag frequency
+    class_weights: bool = True  # weight each tag's BCE term by its inverse frequency
     threshold_mode: Literal["global", "per_class"] = "global"  # one cut-off or one per tag
     seed: int = 1234
 
@@ -201,6 +201,16 @@ class CategoricalSpace(BaseModel):
 
 SearchSpace = Annotated[IntSpace | FloatSpace | CategoricalSpace, Field(discriminator="type")]
 
+# Params applied before the split, once per study.
+DATA_PARAMS = (
+    "lower",
+    "stopwords",
+    "exclude_tags",
+    "min_tag_freq",
+    "add_parent_tags",
+    "train_size",
+    "val_size",
+)
 SAMPLERS = ("TPE", "Random", "CMA-ES", "QMC", "Grid", "NSGAII", "GP")
 PRUNERS = ("Median", "Percentile", "SuccessiveHalving", "Hyperband", "Patient", "Threshold", "Nop")
 # Validation metrics the objective can return, with the only direction that makes sense.
@@ -260,9 +270,11 @@ class OptimizeConfig(BaseModel):
         unknown = sorted(set(self.search_space) - set(Params.model_fields))
         if unknown:
             raise ValueError(f"search_space has unknown params: {', '.join(unknown)}")
-        for name in ("task", "seed"):
+        # The data is prepared and split once per study, from the base params: a
+        # trial changing these would not see its own value (and serving would).
+        for name in (*DATA_PARAMS, "task", "seed"):
             if name in self.search_space:
-                raise ValueError(f"search_space may not tune {name!r}")
+                raise ValueError(f"search_space may not tune {name!r} (fixed for the study)")
         return self
 
 

@@ -66,6 +66,7 @@ class Dataset:
         counts: Kept/dropped counts from preparation, for logging.
         source: Where the raw data came from (path or URL).
         digest: Short hash of the prepared rows: same digest, same data.
+        tags_source: Where the taxonomy came from, if one was used.
     """
 
     frame: pd.DataFrame
@@ -73,6 +74,7 @@ class Dataset:
     counts: dict[str, int]
     source: str
     digest: str
+    tags_source: str | None = None
 
 
 @dataclass(frozen=True)

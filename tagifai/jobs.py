@@ -17,6 +17,7 @@ from tagifai.train import Reporter, train
 __all__ = [
     "MODEL_NAME",
     "TrainOutcome",
+    "evaluate_run",
     "load_best_data",
     "load_best_params",
     "load_data",
@@ -115,6 +116,34 @@ def train_and_log(
     )
 
 
+def evaluate_run(
+    run_id: str, data_location: str | None, tags_location: str | None
+) -> dict[str, Any]:
+    """Re-score a run's model on the test split it was scored on when trained.
+
+    The data defaults to the run's own; the prepared rows must have the digest
+    the run recorded, or the split would not be the run's.
+
+    Raises:
+        TagifaiError: If the run is unknown or the data differs from the run's.
+    """
+    params, tags = tracking.run_record(run_id)
+    predictor = tracking.load_predictor(f"runs:/{run_id}/model")
+    if data_location is None:
+        data_location = params.get("data_source")
+        tags_location = tags_location or params.get("tags_source") or None
+    if not data_location:
+        raise TagifaiError(f"run {run_id} records no data_source: pass --data")
+    dataset, splits = load_data(predictor.params, data_location, tags_location)
+    recorded = tags.get("data_digest")
+    if recorded and recorded != dataset.digest:
+        raise TagifaiError(
+            f"{data_location}: data digest {dataset.digest} is not run {run_id}'s {recorded}; "
+            "its test split would not be the one the model was scored on (check --data/--tags)"
+        )
+    return evaluate.evaluate_predictor(predictor, splits.test, predictor.classes)
+
+
 def load_best_params(params_file: Path | None, from_run: str | None) -> dict[str, Any]:
     """The ``best_params.json`` of a study, from a file or an optimize parent run.
 
@@ -177,13 +206,19 @@ def train_best(
         payload: Content of ``best_params.json``.
         dataset: Prepared data (:func:`load_data` of :func:`study_data`).
         splits: Its split.
-        force: Promote whatever the scores.
+        force: Promote whatever the scores, and train even on data other than the study's.
         reporter: Also receives every epoch's metrics.
 
     Returns:
         Run id, metrics, model URI, registered version and whether it was promoted.
     """
     params = Params.model_validate(payload["params"])
+    if payload.get("data_digest") not in (None, dataset.digest) and not force:
+        raise TagifaiError(
+            f"{dataset.source}: data digest {dataset.digest} is not the study's "
+            f"{payload['data_digest']}: the params were tuned on other data "
+            "(--force to train anyway)"
+        )
     tags = {
         "tagifai.job": "train-best",
         "tagifai.study_name": str(payload["study_name"]),
@@ -200,13 +235,6 @@ def train_best(
         registered_model_name=MODEL_NAME,
         reporter=reporter,
     )
-    if payload.get("data_digest") and payload["data_digest"] != outcome.data_digest:
-        logger.warning(
-            "data digest %s differs from the study's %s: the model is not trained on the "
-            "data it was tuned on",
-            outcome.data_digest,
-            payload["data_digest"],
-        )
     test_f1 = float(outcome.test_metrics["overall"]["f1"])
     outcome.promoted, outcome.champion_f1 = tracking.register_version(
         MODEL_NAME,

@@ -265,7 +265,7 @@ def make_objective(
     base_values = base.model_dump()
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_id())
         params = Params.model_validate({**base_values, **suggest(trial, config.search_space)})
         if track:
             tracking.log_params(params)
@@ -302,6 +302,13 @@ def record_study_inputs(
             f"study {config.study_name!r} was run on data with digest {recorded}; "
             f"{dataset.source} has digest {dataset.digest}: use another --study-name"
         )
+    fixed: dict[str, Any] = {"metric": config.metric, "base_params": base.model_dump(mode="json")}
+    for key, value in fixed.items():
+        if recorded is not None and study.user_attrs.get(key) not in (None, value):
+            raise TagifaiError(
+                f"study {config.study_name!r} was run with another {key}; trials would not "
+                "be comparable: use another --study-name"
+            )
     if recorded is None:
         inputs = {
             "data_digest": dataset.digest,
@@ -412,6 +419,12 @@ CLAIMED_STATES = (
 )
 SUMMARY_ATTR = "summary_trials"  # done trials the last written summary covered
 POLL_SECONDS = 1.0  # how often an idle worker looks for trials to retry or the study's end
+MAX_FAILURES_IN_A_ROW = 3  # a worker gives up when its trials keep failing
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded on every trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class SurplusTrial(Exception):
@@ -441,6 +454,7 @@ def _guard(
             if t.number < trial.number or t.state == optuna.trial.TrialState.WAITING
         ]
         if len(earlier) >= n_trials:
+            trial.set_user_attr("worker", worker_id())
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number}: the study already has {n_trials} trials")
         return objective(trial)
@@ -459,22 +473,42 @@ def _work(
 
     Failed trials do not count (a retry is queued for trials of dead workers); a
     worker with nothing to start waits while other workers' trials run, since
-    one of them may die and need a retry.
+    one of them may die and need a retry. Queued retries run first.
+
+    Raises:
+        TagifaiError: After ``MAX_FAILURES_IN_A_ROW`` trials of this worker failed
+            in a row: the objective cannot succeed, and retrying would loop forever.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    ran = 0
+    ran = failures = 0
     guarded = _guard(objective, n_trials)
     while deadline is None or time.monotonic() < deadline:
         optuna.storages.fail_stale_trials(study)  # no-op without heartbeats
         claimed = study.get_trials(deepcopy=False, states=CLAIMED_STATES)
-        if len(claimed) >= n_trials:
-            busy = [t for t in claimed if not t.state.is_finished()]
-            if not busy:
+        waiting = any(t.state == optuna.trial.TrialState.WAITING for t in claimed)
+        if len(claimed) >= n_trials and not waiting:
+            if all(t.state.is_finished() for t in claimed):
                 break
             time.sleep(POLL_SECONDS)
             continue
         study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
         ran += 1
+        mine = [
+            t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker_id()
+        ]
+        last = mine[-1] if mine else None
+        if last is not None and last.state == optuna.trial.TrialState.FAIL:
+            if last.user_attrs.get("surplus"):
+                continue
+            failures += 1
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                reason = last.system_attrs.get("fail_reason", "see the log")
+                raise TagifaiError(
+                    f"study {study.study_name!r}: {failures} trials failed in a row, giving up; "
+                    f"last: {str(reason).splitlines()[-1][:200]}"
+                )
+        else:
+            failures = 0
     return ran
 
 
@@ -589,7 +623,6 @@ def run_study(
             claim=lambda name: claim(store, name),
             storage=store,
         )
-        tracking.log_study_config(config, base, dataset, splits)
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = []
     if tracker is not None:
         callbacks.append(tracker.callback)
@@ -600,6 +633,8 @@ def run_study(
     payload = None
     complete = False
     try:
+        if tracker is not None:
+            tracking.log_study_config(config, base, dataset, splits)
         objective = make_objective(config, base, dataset, splits, track)
         ran = _work(
             study,
@@ -625,7 +660,10 @@ def run_study(
             tracker.abort(interrupted=isinstance(exc, KeyboardInterrupt))
         raise
     if tracker is not None:
-        tracker.end("FINISHED" if complete else "RUNNING")
+        others = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        # Incomplete (a --timeout): leave the parent RUNNING for workers still at it,
+        # else KILLED, to be reopened by the next run of the study.
+        tracker.end("FINISHED" if complete else "RUNNING" if others else "KILLED")
     return OptimizeResult(
         study=study,
         parent_run_id=parent_run_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -138,7 +139,8 @@ class TextTask:
         """Read projects (and the optional taxonomy) and prepare them."""
         projects = data.load_projects(data_location)
         taxonomy = data.load_taxonomy(tags, strict_parents=params.add_parent_tags) if tags else None
-        return data.prepare(projects, taxonomy, params, source=str(data_location))
+        dataset = data.prepare(projects, taxonomy, params, source=str(data_location))
+        return dataclasses.replace(dataset, tags_source=tags)
 
     def inputs(self, frame: pd.DataFrame) -> list[Any]:
         """The cleaned texts of a prepared frame."""

@@ -53,6 +53,7 @@ __all__ = [
     "log_training",
     "log_trial_model",
     "register_version",
+    "run_record",
     "threshold_value",
     "train_run",
 ]
@@ -253,6 +254,7 @@ def log_dataset(dataset: Dataset, splits: Splits) -> None:
     mlflow.log_params(
         {
             "data_source": dataset.source,
+            "tags_source": dataset.tags_source or "",
             "num_classes": len(dataset.classes),
             "train_rows": len(splits.train),
             "val_rows": len(splits.val),
@@ -360,6 +362,21 @@ def log_predictor(
             registered_model_name=registered_model_name,
         )
     return info
+
+
+def run_record(run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A run's params and tags.
+
+    Raises:
+        TagifaiError: If there is no such run.
+    """
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        raise TagifaiError(
+            f"--run-id: no MLflow run {run_id!r} in {mlflow.get_tracking_uri()}"
+        ) from None
+    return dict(run.data.params), dict(run.data.tags)
 
 
 def download_best_params(run_id: str) -> Path:
@@ -507,9 +524,9 @@ TRIAL_STATUS = {
 class StudyTracker:
     """An Optuna study's MLflow side: one parent run, one nested child per trial.
 
-    The parent is, in order: the run ``mlflow run`` passed in ``MLFLOW_RUN_ID``;
-    the parent recorded in the study's user attributes (a resumed study); a new
-    run in the experiment named after the study.
+    The parent is, in order: the parent recorded in the study's user attributes
+    (a resumed or joined study); the run ``mlflow run`` passed in ``MLFLOW_RUN_ID``;
+    a new run in the experiment named after the study.
 
     Args:
         metric_name: Name of the objective value in the child runs.
@@ -587,7 +604,7 @@ class StudyTracker:
         return str(recorded)
 
     def _wait_for_parent(
-        self, study: optuna.Study, storage: optuna.storages.BaseStorage, seconds: float = 60.0
+        self, study: optuna.Study, storage: optuna.storages.BaseStorage, seconds: float = 30.0
     ) -> str | None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -595,10 +612,13 @@ class StudyTracker:
             if fresh.user_attrs.get(PARENT_RUN_ATTR):
                 return self._recorded_parent(fresh)
             time.sleep(0.5)
-        raise TagifaiError(
-            f"study {study.study_name!r}: another worker holds the parent-run lock but "
-            f"recorded no parent run within {seconds:.0f}s"
+        # The claimant died before recording a parent: make one (and record it).
+        logger.warning(
+            "study %s: no parent run recorded %.0fs after another worker claimed it; creating one",
+            study.study_name,
+            seconds,
         )
+        return None
 
     def track(self, objective: Callable[[optuna.Trial], float]) -> Callable[[optuna.Trial], float]:
         """Wrap the objective so everything it logs lands in the trial's child run."""
@@ -620,6 +640,7 @@ class StudyTracker:
         failed ones FAILED here. A trial that never started a run (refused as
         surplus) gets none.
         """
+        self.trial_run_id = None  # the trial is over: an interrupt now is not in it
         run_id = trial.system_attrs.get(TRIAL_RUN_ATTR)
         if run_id is None:
             return

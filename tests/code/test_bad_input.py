@@ -444,7 +444,7 @@ CASES = [
         "evaluate",
         "--run-id",
         UNKNOWN_RUN,
-        expected=(f"runs:/{UNKNOWN_RUN}/model", "not found"),
+        expected=("--run-id", f"no MLflow run '{UNKNOWN_RUN}'"),
         model=True,
     ),
     case(

@@ -238,8 +238,7 @@ def test_load_optimize_config_cli_overrides_win(tmp_path):
         ),
         (
             {"search_space": {"train_size": {"type": "float", "low": 0.5, "high": 0.9}}},
-            "search_space.train_size: value 0.9 is not a valid train_size: "
-            "train_size + val_size must leave room",
+            "search_space may not tune 'train_size' (fixed for the study)",
         ),
     ],
 )

@@ -150,7 +150,6 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, tiny_params_file):
     config, name = _config(tmp_path, tiny_params_file, n_trials=2)
     dead = f"http://127.0.0.1:{free_port()}"
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    started = time.monotonic()
     done = subprocess.run(
         [
             sys.executable,
@@ -166,12 +165,10 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, tiny_params_file):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=30,  # the command must give up within 30 s (MLflow alone would retry for minutes)
     )
-    elapsed = time.monotonic() - started
     assert done.returncode == 2, done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and dead in lines[0] and "unreachable" in lines[0], done.stderr
-    assert elapsed < 30
     # the study is left consistent: nothing was created
     assert not (tmp_path / "optuna.db").exists() or name not in optuna.get_all_study_names(storage)

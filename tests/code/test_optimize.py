@@ -190,7 +190,7 @@ def test_mlflow_run_entry_point_adopts_its_run_as_parent(tmp_path, tiny_params_f
     ]  # fmt: skip
     done = subprocess.run(
         command, env=subprocess_env(MLFLOW_TRACKING_URI=uri), capture_output=True, text=True,
-        timeout=300,
+        timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     mlflow.set_tracking_uri(uri)

@@ -112,12 +112,13 @@ def test_early_stopping_keeps_best_validation_weights(tiny_params, sample_paths)
     from tagifai.task import get_task
     from tagifai.train import train
 
-    params = tiny_params.model_copy(update={"num_epochs": 12, "patience": 3, "lr": 0.05})
+    params = tiny_params.model_copy(update={"num_epochs": 60, "patience": 3, "lr": 0.05})
     dataset = get_task("text").load(*sample_paths, params)
     splits = data.split(dataset, params)
     result = train(params, dataset, splits)
     best = max(range(len(result.history)), key=lambda i: result.history[i]["val_f1"])
     assert result.best_epoch == best + 1
+    assert result.best_epoch < result.epochs_run  # it trained past the best, then went back
     # the kept weights reproduce the best epoch's validation F1, not the last epoch's
     assert result.val_metrics["val_f1"] == pytest.approx(result.history[best]["val_f1"])
 

@@ -73,7 +73,7 @@ def test_minimum_functionality(predictor, text, tag):
         ),
         (
             "Forecasting daily electricity demand with an LSTM",
-            "Forecasting daily electricity demand with an LSTM!",
+            "Forecasting daily electricity demand using an LSTM",
         ),
     ],
 )
