@@ -56,7 +56,6 @@ __all__ = [
     "child_env",
     "epochs_trained",
     "failed_report",
-    "git_commit",
     "load_inputs_data",
     "machine_info",
     "measured",
@@ -473,24 +472,6 @@ def failed_report(key: str, title: str, exc: BaseException, seconds: float, smok
     return Report(key, title, "The benchmark raised an error.", [row], seconds=seconds, smoke=smoke)
 
 
-def git_commit() -> str:
-    """The checked-out commit of the project, ``-dirty`` with tracked changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}-dirty" if commit and dirty else commit or "unknown"
-
-
 def machine_info() -> dict[str, str]:
     """CPU model, core count, RAM and library versions."""
     import mlflow
@@ -550,7 +531,7 @@ def write_results(
         f"- Date: {when}",
         f"- Machine: {info['machine']}",
         f"- Versions: {info['versions']}",
-        f"- Git commit: `{git_commit()}`",
+        f"- Git commit: `{tracking.git_commit()}`",
         f"- Command: `{command}`",
         f"- Data: `{inputs.data}` (tags: `{inputs.tags}`)",
         f"- Total wall time: {seconds / 60:.1f} min",

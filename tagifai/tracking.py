@@ -159,13 +159,23 @@ def ensure_experiment(name: str) -> str:
 
 
 def git_commit() -> str:
-    """The checked-out git commit (with ``-dirty`` if there are local changes), or ``unknown``."""
+    """The commit of the checkout tagifai runs from (``-dirty`` with tracked changes).
+
+    Read from the package's own folder, so it is right whatever the working
+    directory; ``unknown`` outside a git checkout (an installed wheel).
+    """
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+            ["git", "rev-parse", "HEAD"],
+            cwd=PACKAGE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PACKAGE_DIR,
             capture_output=True,
             text=True,
             check=True,
