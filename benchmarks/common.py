@@ -88,7 +88,7 @@ OPTIMIZE_CONFIG = REPO / "config" / "optimize.yaml"
 PARAMS_FILE = REPO / "config" / "params.json"
 
 # --smoke: a training on the 420-project sample takes about a second with these.
-SMOKE_PARAMS: dict[str, Any] = {"num_epochs": 3, "patience": 2, "ngram_buckets": 4096}
+SMOKE_PARAMS: dict[str, Any] = {"num_epochs": 3, "patience": 2}
 
 _STARTED = time.monotonic()
 

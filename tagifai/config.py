@@ -85,10 +85,12 @@ class Params(BaseModel):
     char_level: bool = False  # characters instead of words as CNN tokens
     max_length: int = Field(256, ge=8)  # tokens kept per text (longer ones are cut)
     min_token_freq: int = Field(1, ge=1)  # rarer tokens map to <unk>
-    ngram_buckets: int = Field(2**18, ge=1024)  # hashed n-gram vocabulary of the ngram model
+    max_ngrams: int = Field(2**17, ge=1)  # n-grams kept per family (linear, ngram), most frequent
 
     # Model.
-    architecture: Literal["cnn", "ngram"] = "cnn"  # text CNN, or bag of hashed n-grams
+    # linear: logistic regression on TF-IDF n-grams; ngram: mean of n-gram embeddings + MLP;
+    # cnn: the original text CNN over word (or character) tokens.
+    architecture: Literal["linear", "ngram", "cnn"] = "cnn"
     embedding_dim: int = Field(128, ge=1)
     num_filters: int = Field(128, ge=1)  # per filter size (cnn)
     max_filter_size: int = Field(4, ge=1, le=16)  # filter sizes 1..max (cnn)
@@ -98,13 +100,15 @@ class Params(BaseModel):
     # Training.
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)  # L2 penalty (the only regulariser of linear)
     batch_size: int = Field(64, ge=1)
     num_epochs: int = Field(30, ge=1)  # upper bound; early stopping usually ends sooner
     patience: int = Field(5, ge=1)  # epochs without val improvement before stopping
     lr_patience: int = Field(2, ge=1)  # epochs without val improvement before lr *= lr_factor
     lr_factor: float = Field(0.5, gt=0, lt=1)
-    class_weights: bool = True  # weight each tag's BCE term by its inverse frequency
+    # Weigh each tag's positives and negatives equally (scikit-learn's class_weight="balanced"),
+    # so rare tags are not drowned by their negatives.
+    class_weights: bool = True
     threshold_mode: Literal["global", "per_class"] = "global"  # one cut-off or one per tag
     seed: int = 1234
 

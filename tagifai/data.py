@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from tagifai.config import DATA_CACHE_DIR, Params
 from tagifai.errors import TagifaiError
@@ -317,6 +316,10 @@ def clean_text(text: str, lower: bool = True, stopwords: bool = False) -> str:
         text = text.lower()
     tokens = re.sub(r"[^A-Za-z0-9]+", " ", text).split()
     if stopwords:
+        # Imported here: scikit-learn costs ~1.5 s to import, and predicting needs it only
+        # for models trained with stopwords removed.
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
         tokens = [token for token in tokens if token.lower() not in ENGLISH_STOP_WORDS]
     return " ".join(tokens)
 

@@ -1,14 +1,16 @@
-"""Networks for the text task: the original text CNN and a bag of hashed n-grams."""
+"""Networks for the text task: the original text CNN, a bag of n-gram embeddings and a
+logistic regression on TF-IDF n-grams."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NgramBag", "TextCNN"]
+__all__ = ["NgramBag", "TextCNN", "TfidfLinear"]
 
 
 class TextCNN(nn.Module):
@@ -58,7 +60,7 @@ class TextCNN(nn.Module):
 
 
 class NgramBag(nn.Module):
-    """A fastText-style model: the mean of hashed n-gram embeddings, a hidden layer
+    """A fastText-style model: the mean of n-gram embeddings, a hidden layer
     and one logit per class. Fast to train, and unseen words still have n-grams.
 
     Args:
@@ -91,3 +93,49 @@ class NgramBag(nn.Module):
         z = self.dropout(self.embeddings(ids))
         z = self.dropout(F.relu(self.fc1(z)))
         return self.fc2(z)
+
+
+class TfidfLinear(nn.Module):
+    """One-vs-rest logistic regression on TF-IDF n-gram features.
+
+    Each text's n-grams are weighted by their idf and L2-normalised per family
+    (word and character n-grams separately), then one weight per n-gram and class
+    is summed: the classic strong baseline for short texts, as a PyTorch module.
+    It is fitted full-batch with L-BFGS (:attr:`full_batch`), so the training loop
+    ignores ``optimizer``, ``lr``, ``batch_size`` and dropout for it; ``weight_decay``
+    is its L2 penalty.
+
+    Args:
+        idf: Inverse document frequency per feature id (``idf[0]`` pads).
+        num_word_features: Ids ``1..num_word_features`` are word n-grams.
+        num_classes: Logits out.
+    """
+
+    full_batch: ClassVar[bool] = True
+
+    def __init__(self, idf: Sequence[float], num_word_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.num_word_features = num_word_features
+        self.idf: torch.Tensor
+        # Not a learned weight, and rebuilt from the encoder on load: kept out of the state_dict.
+        self.register_buffer("idf", torch.tensor(list(idf), dtype=torch.float32), persistent=False)
+        self.weights = nn.EmbeddingBag(len(idf), num_classes, mode="sum", padding_idx=0)
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+        nn.init.zeros_(self.weights.weight)
+
+    def features(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per-id TF-IDF weights ``(batch, features)``: idf, L2-normalised per family."""
+        weights = self.idf[ids]
+        is_word = ids <= self.num_word_features  # padding (0) has idf 0 either way
+        word = torch.where(is_word, weights, 0.0)
+        char = weights - word
+        norm = torch.where(
+            is_word,
+            word.norm(dim=1, keepdim=True),
+            char.norm(dim=1, keepdim=True),
+        )
+        return weights / norm.clamp_min(1e-12)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` for feature ids ``(batch, features)``."""
+        return self.weights(ids, per_sample_weights=self.features(ids)) + self.bias

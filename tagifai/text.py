@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections import Counter
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import HashingVectorizer
 from torch import nn
 
 from tagifai import data
 from tagifai.config import Params
 from tagifai.errors import TagifaiError
-from tagifai.models import NgramBag, TextCNN
+from tagifai.models import NgramBag, TextCNN, TfidfLinear
 
-__all__ = ["MAX_TEXT_CHARS", "NgramHasher", "TextTask", "Tokenizer"]
+__all__ = ["MAX_TEXT_CHARS", "NgramVocab", "TextTask", "Tokenizer"]
 
 PAD, UNK = "<pad>", "<unk>"
 # Prediction inputs longer than this are cut: a documented limit that keeps a
 # single request from costing seconds (the longest real description is ~1,700 chars).
 MAX_TEXT_CHARS = 10_000
+# Word tokens as scikit-learn splits them: runs of 2+ word characters.
+_WORD_TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 
 class Tokenizer:
@@ -86,48 +90,119 @@ class Tokenizer:
         }
 
 
-class NgramHasher:
-    """Hashed word 1-2-grams and character 3-5-grams (within word boundaries).
+class NgramVocab:
+    """Word 1-2-grams and character 2-5-grams (inside word boundaries) seen in training.
 
-    Ids ``1..buckets`` are word n-grams and ``buckets+1..2*buckets`` character
-    n-grams; 0 pads. Hashing needs no fitting, so unseen words still get
-    character n-gram features.
+    The same features as scikit-learn's ``TfidfVectorizer(analyzer="word",
+    ngram_range=(1, 2))`` plus ``TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5))``
+    with ``binary=True`` (a test checks this), written out here so that loading a
+    model for prediction does not import scikit-learn (about 1.5 s of a 2 s budget).
+
+    Ids ``1..len(words)`` are word n-grams, the rest character n-grams; 0 pads.
+    Each text becomes its *distinct* known n-grams; unseen n-grams are dropped.
 
     Args:
-        buckets: Hash buckets per feature family.
-        max_features: Distinct features kept per text.
+        words: Word n-gram -> id.
+        chars: Character n-gram -> id.
+        idf: Smoothed inverse document frequency per id (``idf[0]`` = 0 for padding).
+        max_features: Distinct n-grams kept per text.
     """
 
-    def __init__(self, buckets: int, max_features: int = 1024) -> None:
-        self.buckets = buckets
+    def __init__(
+        self,
+        words: dict[str, int],
+        chars: dict[str, int],
+        idf: list[float],
+        max_features: int = 4096,
+    ) -> None:
+        self.words = words
+        self.chars = chars
+        self.idf = idf
         self.max_features = max_features
-        common = {"n_features": buckets, "alternate_sign": False, "norm": None}
-        self._words = HashingVectorizer(analyzer="word", ngram_range=(1, 2), **common)
-        self._chars = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), **common)
 
     @property
     def vocab_size(self) -> int:
-        """Embedding rows the model needs."""
-        return 2 * self.buckets + 1
+        """Embedding rows the model needs (n-grams + padding)."""
+        return len(self.words) + len(self.chars) + 1
+
+    @property
+    def num_word_features(self) -> int:
+        """How many ids (after padding) are word n-grams."""
+        return len(self.words)
+
+    @staticmethod
+    def ngrams(text: str) -> tuple[set[str], set[str]]:
+        """The distinct word and character n-grams of one cleaned text."""
+        tokens = _WORD_TOKEN.findall(text)
+        words = {*tokens, *(f"{a} {b}" for a, b in pairwise(tokens))}
+        chars: set[str] = set()
+        for word in text.split():
+            padded = f" {word} "  # n-grams at the edges of a word are their own features
+            for n in range(2, 6):
+                chars.update(padded[i : i + n] for i in range(len(padded) - n + 1))
+        return words, chars
+
+    @classmethod
+    def fit(cls, texts: list[str], max_size: int) -> NgramVocab:
+        """Collect the n-grams of the training texts with their document frequencies.
+
+        Args:
+            texts: Cleaned training texts.
+            max_size: Most n-grams kept per family (the most frequent; ties alphabetical).
+        """
+        word_df: Counter[str] = Counter()
+        char_df: Counter[str] = Counter()
+        for text in texts:
+            text_words, text_chars = cls.ngrams(text)
+            word_df.update(text_words)
+            char_df.update(text_chars)
+        kept_words = _most_frequent(word_df, max_size)
+        kept_chars = _most_frequent(char_df, max_size)
+        words = {gram: i for i, gram in enumerate(kept_words, start=1)}
+        chars = {gram: i for i, gram in enumerate(kept_chars, start=len(words) + 1)}
+        n = len(texts)
+        # scikit-learn's smoothed idf: ln((1 + n) / (1 + df)) + 1.
+        idf = [0.0] + [
+            math.log((1 + n) / (1 + counts[gram])) + 1.0
+            for counts, kept in ((word_df, kept_words), (char_df, kept_chars))
+            for gram in kept
+        ]
+        return cls(words, chars, idf)
 
     def encode(self, inputs: list[Any]) -> np.ndarray:
-        """Padded ``(len(inputs), F)`` int64 feature ids, F = most features in a text."""
-        words = self._words.transform(inputs)
-        chars = self._chars.transform(inputs)
+        """Padded ``(len(inputs), F)`` int64 ids of each text's known n-grams, sorted."""
         rows = []
-        for i in range(len(inputs)):
-            word_ids = words.indices[words.indptr[i] : words.indptr[i + 1]] + 1
-            char_ids = chars.indices[chars.indptr[i] : chars.indptr[i + 1]] + 1 + self.buckets
-            rows.append(np.concatenate([word_ids, char_ids])[: self.max_features])
+        for text in inputs:
+            words, chars = self.ngrams(text)
+            ids = [self.words[g] for g in words if g in self.words]
+            ids += [self.chars[g] for g in chars if g in self.chars]
+            rows.append(sorted(ids)[: self.max_features])
         width = max([len(row) for row in rows] + [1])
-        ids = np.zeros((len(rows), width), dtype=np.int64)
+        ids_array = np.zeros((len(rows), width), dtype=np.int64)
         for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-        return ids
+            ids_array[i, : len(row)] = row
+        return ids_array
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON state."""
-        return {"kind": "ngram_hasher", "buckets": self.buckets, "max_features": self.max_features}
+        """JSON state (the vocabulary in id order, and the idf)."""
+        return {
+            "kind": "ngram_vocab",
+            "words": list(self.words),
+            "chars": list(self.chars),
+            "idf": [round(value, 6) for value in self.idf],
+            "max_features": self.max_features,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> NgramVocab:
+        """Restore from :meth:`to_dict`."""
+        words = {gram: i for i, gram in enumerate(state["words"], start=1)}
+        chars = {gram: i for i, gram in enumerate(state["chars"], start=len(words) + 1)}
+        return cls(words, chars, list(state["idf"]), state["max_features"])
+
+
+def _most_frequent(counts: Counter[str], limit: int) -> list[str]:
+    return sorted(counts, key=lambda gram: (-counts[gram], gram))[:limit]
 
 
 class TextTask:
@@ -171,21 +246,27 @@ class TextTask:
             for text in texts
         ]
 
-    def fit_encoder(self, inputs: list[Any], params: Params) -> Tokenizer | NgramHasher:
-        """A vocabulary tokenizer (cnn) or an n-gram hasher (ngram)."""
-        if params.architecture == "ngram":
-            return NgramHasher(buckets=params.ngram_buckets)
+    def fit_encoder(self, inputs: list[Any], params: Params) -> Tokenizer | NgramVocab:
+        """An n-gram vocabulary (linear, ngram) or a token vocabulary (cnn)."""
+        if params.architecture in ("linear", "ngram"):
+            return NgramVocab.fit(inputs, max_size=params.max_ngrams)
         tokenizer = Tokenizer(char_level=params.char_level, max_length=params.max_length)
         return tokenizer.fit(inputs, min_freq=params.min_token_freq)
 
-    def load_encoder(self, state: dict[str, Any]) -> Tokenizer | NgramHasher:
+    def load_encoder(self, state: dict[str, Any]) -> Tokenizer | NgramVocab:
         """Restore an encoder from its JSON state."""
-        if state["kind"] == "ngram_hasher":
-            return NgramHasher(buckets=state["buckets"], max_features=state["max_features"])
+        if state["kind"] == "ngram_vocab":
+            return NgramVocab.from_dict(state)
         return Tokenizer(state["char_level"], state["max_length"], dict(state["token_to_index"]))
 
     def build_model(self, params: Params, encoder: Any, num_classes: int) -> nn.Module:
         """The network named by ``params.architecture``."""
+        if params.architecture == "linear":
+            return TfidfLinear(
+                idf=encoder.idf,
+                num_word_features=encoder.num_word_features,
+                num_classes=num_classes,
+            )
         if params.architecture == "ngram":
             return NgramBag(
                 vocab_size=encoder.vocab_size,

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tagifai import data, evaluate
@@ -78,11 +79,28 @@ def get_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _class_weights(labels: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weight per class, normalised to a mean of 1."""
-    counts = labels.sum(axis=0).clip(min=1)
-    weights = 1.0 / counts
-    return torch.tensor(weights / weights.mean(), dtype=torch.float32)
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _loss_fn(labels: np.ndarray, balanced: bool, device: torch.device) -> LossFn:
+    """Mean binary cross-entropy, optionally with balanced per-tag weights.
+
+    Balanced, as scikit-learn's ``class_weight="balanced"`` for each one-vs-rest
+    problem: a tag's positives weigh ``n / (2 n_pos)`` and its negatives
+    ``n / (2 n_neg)``, so both sides of a rare tag count equally.
+    """
+    if not balanced:
+        return nn.BCEWithLogitsLoss()
+    n = len(labels)
+    positives = torch.tensor(labels.sum(axis=0), dtype=torch.float32).clamp(1, n - 1)
+    pos_weight = (n / (2 * positives)).to(device)
+    neg_weight = (n / (2 * (n - positives))).to(device)
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weight = targets * pos_weight + (1 - targets) * neg_weight
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=weight)
+
+    return loss
 
 
 def _make_optimizers(params: Params, model: nn.Module) -> list[torch.optim.Optimizer]:
@@ -101,6 +119,41 @@ def _make_optimizers(params: Params, model: nn.Module) -> list[torch.optim.Optim
     if sparse:
         chosen.append(torch.optim.SparseAdam(sparse, lr=params.lr))
     return chosen
+
+
+def _lbfgs(model: nn.Module) -> torch.optim.Optimizer:
+    """L-BFGS with a line search: no learning rate to tune for a convex loss."""
+    return torch.optim.LBFGS(
+        model.parameters(), lr=1.0, max_iter=20, history_size=10, line_search_fn="strong_wolfe"
+    )
+
+
+def _full_batch_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    weight_decay: float,
+) -> float:
+    """One L-BFGS step on the whole training set; the L2 penalty spares biases.
+
+    Returns:
+        The training loss (without the penalty) before the step.
+    """
+    penalised = [p for p in model.parameters() if p.dim() > 1]
+    losses: list[float] = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        losses.append(loss.item())
+        objective = loss + 0.5 * weight_decay * sum((p**2).sum() for p in penalised)
+        objective.backward()
+        return objective
+
+    optimizer.step(closure)  # type: ignore[arg-type]
+    return losses[0]
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
@@ -163,14 +216,17 @@ def train(
     y_train, y_val = torch.from_numpy(y_train_np), torch.from_numpy(y_val_np)
 
     model = task.build_model(params, encoder, num_classes=len(dataset.classes)).to(device)
-    weight = _class_weights(y_train_np).to(device) if params.class_weights else None
-    loss_fn = nn.BCEWithLogitsLoss(weight=weight)
-    optimizers = _make_optimizers(params, model)
+    loss_fn = _loss_fn(y_train_np, params.class_weights, device)
+    # A full-batch model (linear) is fitted by L-BFGS, one call of up to 20 iterations per
+    # epoch; the others by minibatch Adam(W) with the lr reduced when val F1 stalls.
+    full_batch = bool(getattr(model, "full_batch", False))
+    optimizers = [_lbfgs(model)] if full_batch else _make_optimizers(params, model)
     schedulers = [
         torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=params.lr_factor, patience=params.lr_patience
         )
         for optimizer in optimizers
+        if not full_batch
     ]
     generator = torch.Generator().manual_seed(params.seed)
 
@@ -192,20 +248,27 @@ def train(
     epoch = 0
     for epoch in range(1, params.num_epochs + 1):
         model.train()
-        total = 0.0
-        for index in _batches(len(x_train), params.batch_size, generator):
-            for optimizer in optimizers:
-                optimizer.zero_grad()
-            logits = model(_trim(x_train[index], len_train[index]).to(device))
-            loss = loss_fn(logits, y_train[index].to(device))
-            loss.backward()
-            for optimizer in optimizers:
-                optimizer.step()
-            total += loss.item() * len(index)
+        if full_batch:
+            train_loss = _full_batch_epoch(
+                model, optimizers[0], x_train.to(device), y_train.to(device), loss_fn,
+                params.weight_decay,
+            )  # fmt: skip
+        else:
+            total = 0.0
+            for index in _batches(len(x_train), params.batch_size, generator):
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
+                logits = model(_trim(x_train[index], len_train[index]).to(device))
+                loss = loss_fn(logits, y_train[index].to(device))
+                loss.backward()
+                for optimizer in optimizers:
+                    optimizer.step()
+                total += loss.item() * len(index)
+            train_loss = total / len(x_train)
 
         metrics, _ = validate()
         metrics = {
-            "train_loss": total / len(x_train),
+            "train_loss": train_loss,
             **metrics,
             "lr": optimizers[0].param_groups[0]["lr"],
         }

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Params overrides that train in about a second on the sample data.
 TINY = {
     "architecture": "ngram",
-    "ngram_buckets": 4096,
+    "max_ngrams": 4096,
     "embedding_dim": 32,
     "hidden_dim": 32,
     "dropout_p": 0.0,

@@ -59,7 +59,7 @@ def test_params_are_frozen(tmp_path):
 def test_load_shipped_params():
     # config/best_params.json is written by `tagifai optimize`, not shipped.
     params = load_params(REPO_ROOT / "config" / "params.json")
-    assert params.architecture in ("cnn", "ngram")
+    assert params.architecture == "linear" and params.weight_decay > 0
     assert params == Params.model_validate(params.model_dump())
 
 
@@ -86,7 +86,10 @@ def test_load_params_params_key_without_study_name_is_unknown(tmp_path):
         ({"learning_rate": 0.1}, "learning_rate: unknown key"),
         ({"batch_size": "big"}, "batch_size: Input should be a valid integer"),
         ({"num_epochs": 2.5}, "num_epochs: Input should be a valid integer"),
-        ({"architecture": "rnn"}, "architecture: Input should be 'cnn' or 'ngram' (got 'rnn')"),
+        (
+            {"architecture": "rnn"},
+            "architecture: Input should be 'linear', 'ngram' or 'cnn' (got 'rnn')",
+        ),
         ({"dropout_p": 1.0}, "dropout_p: Input should be less than 1 (got 1.0)"),
         ({"lr": -0.001}, "lr: Input should be greater than 0 (got -0.001)"),
         ({"min_tag_freq": 0}, "min_tag_freq: Input should be greater than or equal to 1 (got 0)"),

@@ -24,7 +24,7 @@ n_trials: {n_trials}
 seed: 3
 params: {params}
 sampler: {{name: Random}}
-pruner: {{name: Median, kwargs: {{n_startup_trials: 1, n_warmup_steps: 0}}}}
+pruner: {{name: Median, kwargs: {{n_startup_trials: 2, n_warmup_steps: 0}}}}
 search_space:
   lr: {{type: float, low: 0.00001, high: 0.05, log: true}}
   dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}

@@ -11,8 +11,8 @@ import torch
 
 from tagifai.config import Params
 from tagifai.errors import TagifaiError
-from tagifai.models import NgramBag, TextCNN
-from tagifai.text import MAX_TEXT_CHARS, NgramHasher, TextTask, Tokenizer
+from tagifai.models import NgramBag, TextCNN, TfidfLinear
+from tagifai.text import MAX_TEXT_CHARS, NgramVocab, TextTask, Tokenizer
 
 TEXTS = ["deep image model", "image segmentation model", "text model"]
 
@@ -89,54 +89,84 @@ def test_tokenizer_state_round_trip(char_level):
     np.testing.assert_array_equal(restored.encode(probe), tokenizer.encode(probe))
 
 
-# --- NgramHasher ---------------------------------------------------------------------
+# --- NgramVocab ----------------------------------------------------------------------
+
+NGRAM_TEXTS = ["graph neural networks for molecules", "a tiny cnn on mnist", "x", "text qa x"]
 
 
-def test_ngram_hasher_ids_are_deterministic_and_in_range():
-    buckets = 1024
-    first, second = NgramHasher(buckets), NgramHasher(buckets)
-    texts = ["graph neural networks", "a", "transformers for text"]
-    ids = first.encode(texts)
-    np.testing.assert_array_equal(ids, second.encode(texts))
+def test_ngram_vocab_matches_scikit_learn_tfidf():
+    """Same n-grams and idf as TfidfVectorizer (word 1-2 + char_wb 2-5, binary), and
+    TfidfLinear's weights equal its L2-normalised rows, family by family."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vocab = NgramVocab.fit(NGRAM_TEXTS, max_size=10_000)
+    common = {"binary": True, "lowercase": False}
+    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), **common).fit(NGRAM_TEXTS)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), **common).fit(NGRAM_TEXTS)
+    assert set(vocab.words) == set(word.vocabulary_)
+    assert set(vocab.chars) == set(char.vocabulary_)
+    for grams, fitted in ((vocab.words, word), (vocab.chars, char)):
+        for gram, index in grams.items():
+            assert vocab.idf[index] == pytest.approx(fitted.idf_[fitted.vocabulary_[gram]])
+
+    probe = [*NGRAM_TEXTS, "unseen graph words"]
+    expected = sparse.hstack([word.transform(probe), char.transform(probe)]).toarray()
+    column = {i: word.vocabulary_[g] for g, i in vocab.words.items()}
+    column |= {i: len(word.vocabulary_) + char.vocabulary_[g] for g, i in vocab.chars.items()}
+    ids = torch.from_numpy(vocab.encode(probe))
+    weights = TfidfLinear(vocab.idf, vocab.num_word_features, num_classes=2).features(ids)
+    ours = np.zeros_like(expected)
+    for row, (row_ids, row_weights) in enumerate(zip(ids.tolist(), weights.tolist(), strict=True)):
+        for index, weight in zip(row_ids, row_weights, strict=True):
+            if index:
+                ours[row, column[index]] += weight
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+
+
+def test_ngram_vocab_ids_families_and_padding():
+    vocab = NgramVocab.fit(NGRAM_TEXTS, max_size=10_000)
+    ids = vocab.encode(["graph neural networks", "zzz qqq"])  # row 2: only " q" is known
     assert ids.dtype == np.int64
-    assert first.vocab_size == 2 * buckets + 1
-    features = ids[ids != 0]
-    assert features.min() >= 1 and features.max() <= 2 * buckets
-    # Word n-grams use 1..buckets, character n-grams buckets+1..2*buckets.
-    assert ((ids[0] >= 1) & (ids[0] <= buckets)).any()
-    assert (ids[0] > buckets).any()
-
-
-def test_ngram_hasher_pads_with_zeros():
-    ids = NgramHasher(1024).encode(["graph neural networks for molecules", "ok"])
     lengths = (ids != 0).sum(axis=1)
-    assert ids.shape[1] == lengths[0] > lengths[1] > 0
-    # Row 2's features come first, zeros after.
-    assert (ids[1, : lengths[1]] != 0).all()
-    assert (ids[1, lengths[1] :] == 0).all()
+    assert ids.shape[1] == lengths[0] > lengths[1]
+    row = ids[0, : lengths[0]]
+    assert (np.diff(row) > 0).all()  # distinct, sorted, then padding
+    assert (ids[0, lengths[0] :] == 0).all()
+    assert row.min() >= 1 and row.max() < vocab.vocab_size
+    assert (row <= vocab.num_word_features).any() and (row > vocab.num_word_features).any()
+    assert vocab.words["graph neural"] in row  # a word bigram
 
 
-def test_ngram_hasher_word_order_features():
-    hasher = NgramHasher(4096)
-    forward, backward = hasher.encode(["alpha beta"])[0], hasher.encode(["beta alpha"])[0]
+def test_ngram_vocab_word_order_features():
+    vocab = NgramVocab.fit(["alpha beta", "beta alpha"], max_size=100)
+    forward, backward = (set(vocab.encode([text])[0]) for text in ("alpha beta", "beta alpha"))
     # Same unigrams and character n-grams, different bigram.
-    assert set(forward) != set(backward)
-    assert len(set(forward) ^ set(backward)) == 2
+    assert forward ^ backward == {vocab.words["alpha beta"], vocab.words["beta alpha"]}
 
 
-def test_ngram_hasher_max_features():
-    ids = NgramHasher(1024, max_features=5).encode(["a longer text with many words inside"])
-    assert ids.shape == (1, 5)
-    assert (ids != 0).all()
+def test_ngram_vocab_max_size_keeps_most_frequent():
+    vocab = NgramVocab.fit(["common rare", "common word", "common"], max_size=2)
+    assert list(vocab.words) == ["common", "common rare"]  # df 3, then df 1 alphabetical
+    assert len(vocab.chars) == 2
 
 
-def test_ngram_hasher_state_round_trip():
-    hasher = NgramHasher(2048, max_features=64)
-    state = json.loads(json.dumps(hasher.to_dict()))
-    assert state == {"kind": "ngram_hasher", "buckets": 2048, "max_features": 64}
+def test_ngram_vocab_max_features():
+    vocab = NgramVocab.fit(NGRAM_TEXTS, max_size=10_000)
+    vocab.max_features = 5
+    ids = vocab.encode(["graph neural networks for molecules"])
+    assert ids.shape == (1, 5) and (ids != 0).all()
+
+
+def test_ngram_vocab_state_round_trip():
+    vocab = NgramVocab.fit(NGRAM_TEXTS, max_size=10_000)
+    state = json.loads(json.dumps(vocab.to_dict()))
+    assert state["kind"] == "ngram_vocab"
     restored = TextTask().load_encoder(state)
-    assert isinstance(restored, NgramHasher)
-    np.testing.assert_array_equal(restored.encode(TEXTS), hasher.encode(TEXTS))
+    assert isinstance(restored, NgramVocab)
+    probe = [*NGRAM_TEXTS, "unseen graph words"]
+    np.testing.assert_array_equal(restored.encode(probe), vocab.encode(probe))
+    assert restored.idf == pytest.approx(vocab.idf, abs=1e-6)
 
 
 # --- TextTask.inputs_from_raw --------------------------------------------------------
@@ -247,15 +277,13 @@ def test_ngram_bag_output_shape_and_padding():
     torch.testing.assert_close(model(torch.tensor([[5, 9]])), logits[:1])
 
 
-@pytest.mark.parametrize("architecture", ["cnn", "ngram"])
+@pytest.mark.parametrize("architecture", ["cnn", "ngram", "linear"])
 def test_build_model_from_params(architecture):
-    params = Params(
-        architecture=architecture, embedding_dim=8, hidden_dim=8, num_filters=4, ngram_buckets=1024
-    )
+    params = Params(architecture=architecture, embedding_dim=8, hidden_dim=8, num_filters=4)
     task = TextTask()
     encoder = task.fit_encoder(TEXTS, params)
     model = task.build_model(params, encoder, num_classes=3).eval()
-    expected = NgramBag if architecture == "ngram" else TextCNN
+    expected = {"ngram": NgramBag, "cnn": TextCNN, "linear": TfidfLinear}[architecture]
     assert isinstance(model, expected)
     ids = torch.from_numpy(encoder.encode(TEXTS))
     assert model(ids).shape == (3, 3)
