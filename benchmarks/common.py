@@ -332,13 +332,11 @@ def warm_up(config: OptimizeConfig, base: Params, dataset: Dataset, splits: Spli
     One one-epoch training per architecture the study may try, and the imports the
     tracked summary needs; otherwise whichever arm runs first would pay them.
     """
-    import matplotlib
     import optuna.visualization  # noqa: F401
     import optuna_integration  # noqa: F401
 
     from tagifai.train import train
 
-    matplotlib.use("Agg")
     space = config.search_space.get("architecture")
     architectures = space.values() if space is not None else [base.architecture]
     for architecture in architectures:

@@ -344,7 +344,7 @@ def best_params_payload(study: optuna.Study) -> dict[str, Any]:
 
 
 def make_figures(study: optuna.Study, max_contour_params: int = 4) -> dict[str, Any]:
-    """Optuna's plots as (plotly, matplotlib) pairs; plots that need more trials are skipped.
+    """Optuna's interactive (plotly) plots; plots that need more trials are skipped.
 
     Args:
         study: A study with at least one completed trial.
@@ -352,63 +352,34 @@ def make_figures(study: optuna.Study, max_contour_params: int = 4) -> dict[str, 
             most important params.
 
     Returns:
-        Name -> (plotly figure, matplotlib axes or ``None``).
+        Name -> plotly figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import optuna.visualization as vis
-    import optuna.visualization.matplotlib as vis_mpl
 
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     important: list[str] | None = None
     figures: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        # Optuna's matplotlib plots are "experimental", and matplotlib warns about
-        # flat axes when a param took a single value: neither is news to the user.
-        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        if len(completed) >= 2 and len(study.best_trial.params) >= 2:
-            try:
-                importances = optuna.importance.get_param_importances(study)
-                important = list(importances)[:max_contour_params]
-            except (RuntimeError, ValueError) as exc:
-                logger.info("no param importances: %s", exc)
-        plots: dict[str, tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]] = {
-            "optimization_history": (
-                vis.plot_optimization_history,
-                vis_mpl.plot_optimization_history,
-                {},
-            ),
-            "param_importances": (vis.plot_param_importances, vis_mpl.plot_param_importances, {}),
-            "parallel_coordinate": (
-                vis.plot_parallel_coordinate,
-                vis_mpl.plot_parallel_coordinate,
-                {},
-            ),
-            "contour": (vis.plot_contour, vis_mpl.plot_contour, {"params": important}),
-            "slice": (vis.plot_slice, vis_mpl.plot_slice, {}),
-        }
-        for name, (interactive, static, kwargs) in plots.items():
-            if name in ("param_importances", "contour") and important is None:
-                continue
-            try:
-                html = interactive(study, **kwargs)
-                png = static(study, **kwargs)
-                axes = png.flat[0] if hasattr(png, "flat") else png
-                figures[name] = (html, axes)
-            except (ValueError, RuntimeError, IndexError) as exc:
-                logger.info("skipped plot %s: %s", name, exc)
+    if len(completed) >= 2 and len(study.best_trial.params) >= 2:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+            important = list(importances)[:max_contour_params]
+        except (RuntimeError, ValueError) as exc:
+            logger.info("no param importances: %s", exc)
+    plots: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+        "optimization_history": (vis.plot_optimization_history, {}),
+        "param_importances": (vis.plot_param_importances, {}),
+        "parallel_coordinate": (vis.plot_parallel_coordinate, {}),
+        "contour": (vis.plot_contour, {"params": important}),
+        "slice": (vis.plot_slice, {}),
+    }
+    for name, (plot, kwargs) in plots.items():
+        if name in ("param_importances", "contour") and important is None:
+            continue
+        try:
+            figures[name] = plot(study, **kwargs)
+        except (ValueError, RuntimeError, IndexError) as exc:
+            logger.info("skipped plot %s: %s", name, exc)
     return figures
-
-
-def close_figures(figures: dict[str, Any]) -> None:
-    """Free the matplotlib figures of :func:`make_figures`."""
-    import matplotlib.pyplot as plt
-
-    for _, axes in figures.values():
-        if axes is not None:
-            plt.close(axes.figure)
 
 
 CLAIMED_STATES = (
@@ -551,11 +522,7 @@ def summarize(
     payload = best_params_payload(study)
     failpoint("summary")
     if tracker is not None:
-        figures = make_figures(study)
-        try:
-            tracker.log_summary(study, payload, figures, trials_table(study))
-        finally:
-            close_figures(figures)
+        tracker.log_summary(study, payload, make_figures(study), trials_table(study))
     if best_params_file is not None:
         write_json_atomic(best_params_file, payload)
     return payload

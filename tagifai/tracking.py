@@ -201,7 +201,13 @@ class MlflowReporter:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Log ``metrics`` at ``step=epoch``, then forward them."""
-        mlflow.log_metrics({f"epoch_{key}": value for key, value in metrics.items()}, step=epoch)
+        # Asynchronous: MLflow queues the write and a background thread commits it, so
+        # training does not wait on the store each epoch (flushed when the run ends).
+        mlflow.log_metrics(
+            {f"epoch_{key}": value for key, value in metrics.items()},
+            step=epoch,
+            synchronous=False,
+        )
         if self.also is not None:
             self.also.on_epoch_end(epoch, metrics)
 
@@ -234,6 +240,7 @@ def train_run(
         status = RunStatus.FAILED
         raise
     finally:
+        mlflow.flush_async_logging()  # the epoch metrics, before the run is closed
         mlflow.end_run(RunStatus.to_string(status))
 
 
@@ -636,7 +643,10 @@ class StudyTracker:
         def remember_run(trial: optuna.Trial) -> float:
             active = mlflow.active_run()
             self.trial_run_id = active.info.run_id if active is not None else None
-            return objective(trial)
+            try:
+                return objective(trial)
+            finally:
+                mlflow.flush_async_logging()  # the epoch metrics, before the run is closed
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -710,7 +720,7 @@ class StudyTracker:
         Args:
             study: The study (its best trial is summarised).
             best_params: The content of ``best_params.json``.
-            figures: Name -> (plotly figure, matplotlib figure or None).
+            figures: Name -> plotly figure.
             trials: ``study.trials_dataframe()``.
         """
         best = study.best_trial
@@ -739,10 +749,20 @@ class StudyTracker:
             trials.to_csv(folder / "trials.csv", index=False)
             plots = folder / "plots"
             plots.mkdir()
-            for name, (interactive, static) in figures.items():
-                interactive.write_html(plots / f"{name}.html", include_plotlyjs="cdn")
-                if static is not None:
-                    static.figure.savefig(plots / f"{name}.png", dpi=110, bbox_inches="tight")
+            # One small page per plot (plotly.js from its CDN), and every plot in one
+            # page with plotly.js inside, for browsing without internet access.
+            for name, figure in figures.items():
+                figure.write_html(plots / f"{name}.html", include_plotlyjs="cdn")
+            if figures:
+                pages = [
+                    figure.to_html(full_html=False, include_plotlyjs=i == 0)
+                    for i, figure in enumerate(figures.values())
+                ]
+                body = "".join(pages)
+                (plots / "all_offline.html").write_text(
+                    f"<html><head><meta charset='utf-8'></head><body>{body}</body></html>",
+                    encoding="utf-8",
+                )
             mlflow.log_artifacts(str(folder))
 
 
