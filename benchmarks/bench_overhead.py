@@ -14,7 +14,7 @@ params, per-epoch metrics, one logged model per trial, and the study summary
 Reported: median wall time of each arm, ``median tracked / median untracked - 1``
 (target <= 3%), and the per-trial logging time ``(tracked - untracked) / n_trials``.
 
-Run: ``python -m benchmarks.bench_overhead [--trials 2] [--repeats 3] [--smoke] [--out FILE]``.
+Run: ``python -m benchmarks.bench_overhead [--trials 4] [--repeats 3] [--smoke] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ __all__ = ["main", "run"]
 
 KEY = "overhead"
 TITLE = "2. Tracking overhead (bench_overhead)"
-TRIALS = 2  # the seed's first two trials, ~20 s and ~65 s on 2 cores: 6 studies ~9 min
+TRIALS = 4  # the seed's first four trials: 6 studies take about 8 min on 2 cores
 SMOKE_TRIALS = 2
 REPEATS = 3
 OVERHEAD_TARGET = Target("<=", 3.0, "<= 3%")

@@ -3,9 +3,12 @@
 What is measured, on one model trained with ``config/params.json`` on the real data
 and logged with ``jobs.train_and_log`` into a temporary sqlite MLflow store:
 
-(a) Load time: ``mlflow.pyfunc.load_model(uri)`` in a *fresh* Python process (what a
-    new server worker or batch job pays), the median of 3 processes; importing
-    MLflow is timed separately and not included. Target <= 2 s.
+(a) Load time: ``mlflow.pyfunc.load_model(path)`` of the model's files (downloaded
+    once beforehand, as ``mlflow models serve`` and a deployed container have them)
+    in a *fresh* Python process (what a new server worker or batch job pays), the
+    median of 3 processes; importing MLflow is timed separately and not included.
+    Target <= 2 s. Beside it, the same load by the tracking-store URI
+    (``models:/...``), which adds MLflow's store connection and artifact lookup.
 (b) Batch throughput: the loaded pyfunc model's ``predict`` on a DataFrame of 1,000
     texts (the real titles + descriptions, cycled), the median of 3 calls after one
     warm-up call. Target >= 2,000 texts/s.
@@ -190,8 +193,10 @@ def run(inputs: Inputs, requests: int = REQUESTS) -> Report:
         outcome = jobs.train_and_log(params, dataset, splits, experiment_name="bench-predict")
         model_uri = outcome.model_uri
 
-        progress(KEY, f"load {model_uri} in {REPEATS} fresh processes")
-        loads = [_load_in_fresh_process(model_uri, env) for _ in range(REPEATS)]
+        local_model = mlflow.artifacts.download_artifacts(model_uri, dst_path=str(folder / "m"))
+        progress(KEY, f"load {local_model} and {model_uri} in {REPEATS} fresh processes each")
+        loads = [_load_in_fresh_process(local_model, env) for _ in range(REPEATS)]
+        uri_loads = [_load_in_fresh_process(model_uri, env) for _ in range(REPEATS)]
 
         progress(KEY, f"batch predict, {BATCH} texts x {REPEATS}")
         model = mlflow.pyfunc.load_model(model_uri)
@@ -218,6 +223,7 @@ def run(inputs: Inputs, requests: int = REQUESTS) -> Report:
     load = median([entry["load_s"] for entry in loads])
     each_load = ", ".join(f"{entry['load_s']:.2f}" for entry in loads)
     imports = median([entry["import_s"] for entry in loads])
+    uri_load = median([entry["load_s"] for entry in uri_loads])
     throughput = BATCH / median(batch_seconds)
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95))
     rows: list[Row] = [
@@ -227,8 +233,17 @@ def run(inputs: Inputs, requests: int = REQUESTS) -> Report:
             fmt="{:.2f} s",
             target=LOAD_TARGET,
             note=(
-                f"median of {REPEATS}: {each_load} s; "
+                f"the model's local files; median of {REPEATS}: {each_load} s; "
                 f"`import mlflow.pyfunc` ({imports:.2f} s) not included"
+            ),
+        ),
+        measured(
+            "pyfunc load time by models:/ URI, fresh process",
+            uri_load,
+            fmt="{:.2f} s",
+            note=(
+                f"median of {REPEATS}; adds opening the sqlite tracking store and the artifact "
+                "lookup"
             ),
         ),
         measured(

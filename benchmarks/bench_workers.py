@@ -10,9 +10,11 @@ comparable work. Wall time is the whole command (start-up, data loading, trials,
 summary), so trials/hour is what a user gets; the target is a speed-up of at
 least 1.7x with 2 workers on this machine.
 
-Trials are not identical across the two runs: parallel TPE suggests other params
-than sequential TPE after the first random trials, and trial lengths vary with
-params, so epochs/hour is reported beside trials/hour.
+Both runs train the *same* trials: before each command the study is created in
+its storage and N param sets, drawn once from the search space by a seeded
+random sampler, are queued in it (``study.enqueue_trial``); workers run queued
+trials first. Otherwise parallel TPE would suggest other params than sequential
+TPE, and trial lengths vary several-fold with params.
 
 Run: ``python -m benchmarks.bench_workers [--trials 6] [--smoke] [--out FILE]``.
 """
@@ -29,6 +31,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
@@ -54,6 +57,8 @@ from benchmarks.common import (
     trial_states,
     workspace,
 )
+from tagifai.config import load_optimize_config
+from tagifai.optimize import suggest
 
 __all__ = ["main", "run"]
 
@@ -64,6 +69,14 @@ SMOKE_TRIALS = 2
 WORKERS = (1, 2)
 SPEEDUP_TARGET = Target(">=", 1.7, ">= 1.7x")
 COMMAND_TIMEOUT = 30 * 60  # seconds; a stuck study is stopped, not waited on forever
+DRAW_SEED = 7  # the queued param sets: the same in both runs
+
+
+def _queued_params(config_file: Path, n_trials: int) -> list[dict[str, Any]]:
+    """``n_trials`` param sets from the study's search space, by a seeded random sampler."""
+    config, _ = load_optimize_config(config_file)
+    draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=DRAW_SEED))
+    return [suggest(draw.ask(), config.search_space) for _ in range(n_trials)]
 
 
 def _study_file(folder: Path, inputs: Inputs) -> Path:
@@ -104,14 +117,24 @@ class WorkerRun:
 
 
 def _optimize(
-    folder: Path, config_file: Path, inputs: Inputs, n_trials: int, workers: int
+    folder: Path,
+    config_file: Path,
+    inputs: Inputs,
+    queued: list[dict[str, Any]],
+    workers: int,
 ) -> WorkerRun:
-    """Run ``tagifai optimize --workers K`` in ``folder``; its wall time and study record."""
+    """Run ``tagifai optimize --workers K`` in ``folder`` on a study holding the queued
+    trials; its wall time and study record."""
     folder.mkdir(parents=True)
     uri = mlflow_store(folder)  # schema made here, outside the clock
     reset_mlflow_state()
     storage = optuna_url(folder)
     study_name = f"bench-workers-{uuid.uuid4().hex[:8]}-{workers}"
+    n_trials = len(queued)
+    config, _ = load_optimize_config(config_file)
+    study = optuna.create_study(study_name=study_name, storage=storage, direction=config.direction)
+    for params in queued:
+        study.enqueue_trial(params)
     command = [
         sys.executable, "-m", "tagifai.cli", "optimize", "--config", str(config_file),
         "--data", inputs.data, *(("--tags", inputs.tags) if inputs.tags else ()),
@@ -167,10 +190,11 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
     runs: dict[int, WorkerRun] = {}
     with workspace(KEY) as folder:
         config_file = _study_file(folder, inputs)
+        queued = _queued_params(config_file, n_trials)
         for workers in WORKERS:
             progress(KEY, f"tagifai optimize --workers {workers} --n-trials {n_trials}")
             runs[workers] = _optimize(
-                folder / f"workers-{workers}", config_file, inputs, n_trials, workers
+                folder / f"workers-{workers}", config_file, inputs, queued, workers
             )
             progress(KEY, f"--workers {workers}: {runs[workers].seconds:.0f} s")
 
@@ -181,7 +205,10 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
             two / one,
             fmt="{:.2f}x",
             target=SPEEDUP_TARGET,
-            note=f"{os.cpu_count()} cores; {n_trials} trials per study, Nop pruner",
+            note=(
+                f"{os.cpu_count()} cores; the same {n_trials} queued trials in both runs, "
+                "Nop pruner"
+            ),
         ),
     ]
     for workers in WORKERS:
@@ -203,14 +230,15 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
             "epochs/hour ratio, 2 vs 1 worker",
             runs[2].per_hour(runs[2].epochs) / runs[1].per_hour(runs[1].epochs),
             fmt="{:.2f}x",
-            note="the same comparison per epoch trained (trials differ in length)",
+            note="the same comparison per epoch trained",
         )
     )
     return Report(
         KEY,
         TITLE,
         "`tagifai optimize --workers K` as a subprocess, K = 1 and 2, same study config "
-        "(Nop pruner) and trial count, each with a fresh Optuna storage and MLflow store.",
+        "(Nop pruner) and the same queued trials, each with a fresh Optuna storage and "
+        "MLflow store.",
         rows,
         seconds=time.perf_counter() - started,
         smoke=inputs.smoke,
