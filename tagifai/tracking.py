@@ -201,13 +201,10 @@ class MlflowReporter:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Log ``metrics`` at ``step=epoch``, then forward them."""
-        # Asynchronous: MLflow queues the write and a background thread commits it, so
-        # training does not wait on the store each epoch (flushed when the run ends).
-        mlflow.log_metrics(
-            {f"epoch_{key}": value for key, value in metrics.items()},
-            step=epoch,
-            synchronous=False,
-        )
+        # Synchronous on purpose: with MLflow's asynchronous logging (synchronous=False)
+        # its background thread slowed training itself, 30 ngram epochs 7.6 s -> 10.1 s,
+        # against 7.6 s with a plain log_metrics call (~9 ms an epoch on sqlite).
+        mlflow.log_metrics({f"epoch_{key}": value for key, value in metrics.items()}, step=epoch)
         if self.also is not None:
             self.also.on_epoch_end(epoch, metrics)
 
@@ -240,7 +237,6 @@ def train_run(
         status = RunStatus.FAILED
         raise
     finally:
-        mlflow.flush_async_logging()  # the epoch metrics, before the run is closed
         mlflow.end_run(RunStatus.to_string(status))
 
 
@@ -643,10 +639,7 @@ class StudyTracker:
         def remember_run(trial: optuna.Trial) -> float:
             active = mlflow.active_run()
             self.trial_run_id = active.info.run_id if active is not None else None
-            try:
-                return objective(trial)
-            finally:
-                mlflow.flush_async_logging()  # the epoch metrics, before the run is closed
+            return objective(trial)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
