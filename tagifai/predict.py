@@ -3,7 +3,7 @@
 A :class:`Predictor` is saved as plain files, never as a pickled torch module:
 
 - ``params.json``: the training params plus the decision threshold(s);
-- ``encoder.json``: the tokenizer / n-gram hasher state;
+- ``encoder.json``: the tokenizer or n-gram vocabulary state;
 - ``label_encoder.json``: class names in logit order;
 - ``model.pt``: the network's ``state_dict`` (tensors only, loaded with
   ``weights_only=True``).
