@@ -32,13 +32,14 @@ search_space:
   dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
 """
 STORAGE = "sqlite:///experiments/optuna.db"
+EPOCHS = 80  # per trial; a trial is interrupted only while it has most of them left
 
 
 @pytest.fixture
 def study_dir(tmp_path, tiny_params) -> Path:
     params = tmp_path / "params.json"
-    # ~2 s per trial: long enough to be interrupted in the middle
-    slow = tiny_params.model_copy(update={"num_epochs": 40, "patience": 40})
+    # ~3 s per trial: long enough to be interrupted in the middle
+    slow = tiny_params.model_copy(update={"num_epochs": EPOCHS, "patience": EPOCHS})
     params.write_text(json.dumps(slow.model_dump()))
     (tmp_path / "study.yaml").write_text(STUDY.format(params=params))
     return tmp_path
@@ -106,7 +107,9 @@ def test_signal_marks_trial_and_leaves_study_resumable(study_dir, sig):
             continue
         done = _completed(study)
         for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-            if done and trial.system_attrs.get("mlflow_run_id"):
+            # Mid-trial: started logging, and far from its last epoch (no race with its end).
+            midway = len(trial.intermediate_values) < EPOCHS // 2
+            if done and trial.system_attrs.get("mlflow_run_id") and midway:
                 proc.send_signal(sig)
                 interrupted = trial.number
                 break
