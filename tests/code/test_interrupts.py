@@ -45,6 +45,12 @@ def study_dir(tmp_path, tiny_params) -> Path:
     return tmp_path
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs (`make test &`) with SIGINT ignored, and Python keeps
+    # an inherited SIG_IGN: give the child the default a terminal would, or Ctrl-C is moot.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(cwd: Path, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tagifai.cli", "optimize", "--config", "study.yaml"],
@@ -53,6 +59,7 @@ def _start(cwd: Path, **env: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
