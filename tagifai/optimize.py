@@ -163,7 +163,10 @@ def make_storage(
     """
     if not url.startswith(("sqlite", "postgresql", "mysql")):
         return optuna.storages.get_storage(url)  # e.g. an in-memory or journal storage
-    retry = optuna.storages.RetryFailedTrialCallback(max_retry=config.max_retry)
+    with warnings.catch_warnings():
+        # Optuna 4.9 renamed RetryFailedTrialCallback to this (still "experimental") name.
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.max_retry)
 
     def failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if on_stale_trial is not None:
@@ -454,7 +457,9 @@ def _work(
     ran = failures = 0
     guarded = _guard(objective, n_trials)
     while deadline is None or time.monotonic() < deadline:
-        optuna.storages.fail_stale_trials(study)  # no-op without heartbeats
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9: not news to users
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # no-op without heartbeats
         claimed = study.get_trials(deepcopy=False, states=CLAIMED_STATES)
         waiting = any(t.state == optuna.trial.TrialState.WAITING for t in claimed)
         if len(claimed) >= n_trials and not waiting:
