@@ -20,7 +20,7 @@ export PG_PORT MLFLOW_PORT
 PG_URL := postgresql://postgres@127.0.0.1:$(PG_PORT)/optuna
 WORKERS ?= 2
 
-.PHONY: help install test test-fast lint format train optimize optimize-parallel train-best predict ui serve bench bench-smoke clean servers-start servers-stop
+.PHONY: help install system-deps test test-fast lint format train optimize optimize-parallel train-best predict ui serve bench bench-smoke clean servers-start servers-stop
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -33,7 +33,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
-test: install ## Run all tests, training and server tests included
+system-deps: ## Install PostgreSQL 15 and curl with apt if missing (as root; else a note)
+	scripts/system-deps.sh
+
+test: install system-deps ## Run all tests, training and server tests included
 	$(PY) -m pytest
 
 test-fast: install ## Run the tests that train no model
@@ -55,7 +58,7 @@ optimize: install ## Run the Optuna study through `mlflow run` on the sample dat
 	tagifai init-experiment $(STUDY) >/dev/null
 	mlflow run . -e optimize --env-manager local --experiment-name $(STUDY) -P study_name=$(STUDY)
 
-servers-start: install ## Start PostgreSQL (127.0.0.1:5433) and an MLflow server on it (127.0.0.1:5002)
+servers-start: install system-deps ## Start PostgreSQL (127.0.0.1:5433) and an MLflow server on it (127.0.0.1:5002)
 	scripts/servers.sh pg-start
 	scripts/servers.sh mlflow-start
 
