@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import yaml
@@ -57,7 +57,7 @@ from benchmarks.common import (
     trial_states,
     workspace,
 )
-from tagifai.config import load_optimize_config
+from tagifai.config import OptimizeConfig, load_optimize_config
 from tagifai.optimize import suggest
 
 __all__ = ["main", "run"]
@@ -72,9 +72,8 @@ COMMAND_TIMEOUT = 30 * 60  # seconds; a stuck study is stopped, not waited on fo
 DRAW_SEED = 7  # the queued param sets: the same in both runs
 
 
-def _queued_params(config_file: Path, n_trials: int) -> list[dict[str, Any]]:
+def _queued_params(config: OptimizeConfig, n_trials: int) -> list[dict[str, Any]]:
     """``n_trials`` param sets from the study's search space, by a seeded random sampler."""
-    config, _ = load_optimize_config(config_file)
     draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=DRAW_SEED))
     return [suggest(draw.ask(), config.search_space) for _ in range(n_trials)]
 
@@ -120,6 +119,7 @@ def _optimize(
     folder: Path,
     config_file: Path,
     inputs: Inputs,
+    direction: Literal["maximize", "minimize"],
     queued: list[dict[str, Any]],
     workers: int,
 ) -> WorkerRun:
@@ -131,8 +131,7 @@ def _optimize(
     storage = optuna_url(folder)
     study_name = f"bench-workers-{uuid.uuid4().hex[:8]}-{workers}"
     n_trials = len(queued)
-    config, _ = load_optimize_config(config_file)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction=config.direction)
+    study = optuna.create_study(study_name=study_name, storage=storage, direction=direction)
     for params in queued:
         study.enqueue_trial(params)
     command = [
@@ -190,12 +189,14 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
     runs: dict[int, WorkerRun] = {}
     with workspace(KEY) as folder:
         config_file = _study_file(folder, inputs)
-        queued = _queued_params(config_file, n_trials)
+        config, _ = load_optimize_config(config_file)
+        queued = _queued_params(config, n_trials)
         for workers in WORKERS:
             progress(KEY, f"tagifai optimize --workers {workers} --n-trials {n_trials}")
             runs[workers] = _optimize(
-                folder / f"workers-{workers}", config_file, inputs, queued, workers
-            )
+                folder / f"workers-{workers}", config_file, inputs, config.direction, queued,
+                workers,
+            )  # fmt: skip
             progress(KEY, f"--workers {workers}: {runs[workers].seconds:.0f} s")
 
     one, two = (runs[k].per_hour(runs[k].done) for k in WORKERS)

@@ -113,6 +113,15 @@ TagsOption = Annotated[
         "--tags", help="tags.json taxonomy. [default: the sample's, with the sample data]"
     ),
 ]
+# Commands that reuse a study's or run's data default to the files it recorded.
+RecordedDataOption = Annotated[
+    str | None,
+    typer.Option("--data", help="Projects file. [default: the data the study or run used]"),
+]
+RecordedTagsOption = Annotated[
+    str | None,
+    typer.Option("--tags", help="Taxonomy. [default: the taxonomy the study or run used]"),
+]
 
 
 def _data_sources(data: str | None, tags: str | None) -> tuple[str, str | None]:
@@ -203,12 +212,8 @@ def train_best_command(
         str | None,
         typer.Option("--from-run", help="Optimize parent run whose best_params.json to use."),
     ] = None,
-    data: Annotated[
-        str | None, typer.Option("--data", help="Projects file. [default: the study's data]")
-    ] = None,
-    tags: Annotated[
-        str | None, typer.Option("--tags", help="Taxonomy. [default: the study's taxonomy]")
-    ] = None,
+    data: RecordedDataOption = None,
+    tags: RecordedTagsOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Make the new version champion whatever its score.")
     ] = False,
@@ -259,12 +264,8 @@ def _load_predictor(uri: str) -> Any:
 @command("evaluate")
 def evaluate_command(
     run_id: Annotated[str, typer.Option("--run-id", help="Run whose model to evaluate.")],
-    data: Annotated[
-        str | None, typer.Option("--data", help="Projects file. [default: the run's data]")
-    ] = None,
-    tags: Annotated[
-        str | None, typer.Option("--tags", help="Taxonomy. [default: the run's taxonomy]")
-    ] = None,
+    data: RecordedDataOption = None,
+    tags: RecordedTagsOption = None,
 ) -> None:
     """Re-score a run's model on its test split (the run's data unless --data is given)."""
     from tagifai import jobs, tracking

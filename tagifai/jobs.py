@@ -129,11 +129,9 @@ def evaluate_run(
     """
     params, tags = tracking.run_record(run_id)
     predictor = tracking.load_predictor(f"runs:/{run_id}/model")
-    if data_location is None:
-        data_location = params.get("data_source")
-        tags_location = tags_location or params.get("tags_source") or None
-    if not data_location:
-        raise TagifaiError(f"run {run_id} records no data_source: pass --data")
+    data_location, tags_location = _recorded_data(
+        params, data_location, tags_location, f"run {run_id} records no data_source: pass --data"
+    )
     dataset, splits = load_data(predictor.params, data_location, tags_location)
     recorded = tags.get("data_digest")
     if recorded and recorded != dataset.digest:
@@ -173,11 +171,27 @@ def study_data(
     Raises:
         TagifaiError: If neither names a data file.
     """
+    return _recorded_data(
+        payload,
+        data_location,
+        tags_location,
+        "train-best: no --data given and best_params.json names no data_source",
+    )
+
+
+def _recorded_data(
+    record: dict[str, Any], data_location: str | None, tags_location: str | None, missing: str
+) -> tuple[str, str | None]:
+    """The data given, else the ``data_source``/``tags_source`` a run or study recorded.
+
+    Raises:
+        TagifaiError: ``missing``, if neither names a data file.
+    """
     if data_location is None:
-        data_location = payload.get("data_source")
-        tags_location = tags_location or payload.get("tags_source")
+        data_location = record.get("data_source")
+        tags_location = tags_location or record.get("tags_source") or None
     if not data_location:
-        raise TagifaiError("train-best: no --data given and best_params.json names no data_source")
+        raise TagifaiError(missing)
     return data_location, tags_location
 
 

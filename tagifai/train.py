@@ -221,13 +221,18 @@ def train(
     # epoch; the others by minibatch Adam(W) with the lr reduced when val F1 stalls.
     full_batch = bool(getattr(model, "full_batch", False))
     optimizers = [_lbfgs(model)] if full_batch else _make_optimizers(params, model)
-    schedulers = [
-        torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=params.lr_factor, patience=params.lr_patience
-        )
-        for optimizer in optimizers
-        if not full_batch
-    ]
+    schedulers = (
+        []
+        if full_batch
+        else [
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=params.lr_factor, patience=params.lr_patience
+            )
+            for optimizer in optimizers
+        ]
+    )
+    if full_batch:  # the whole training set goes in every step: move it once
+        x_full, y_full = x_train.to(device), y_train.to(device)
     generator = torch.Generator().manual_seed(params.seed)
 
     def validate() -> tuple[dict[str, float], np.ndarray]:
@@ -250,9 +255,8 @@ def train(
         model.train()
         if full_batch:
             train_loss = _full_batch_epoch(
-                model, optimizers[0], x_train.to(device), y_train.to(device), loss_fn,
-                params.weight_decay,
-            )  # fmt: skip
+                model, optimizers[0], x_full, y_full, loss_fn, params.weight_decay
+            )
         else:
             total = 0.0
             for index in _batches(len(x_train), params.batch_size, generator):
