@@ -91,6 +91,9 @@ class Params(BaseModel):
     # linear: logistic regression on TF-IDF n-grams; ngram: mean of n-gram embeddings + MLP;
     # cnn: the original text CNN over word (or character) tokens.
     architecture: Literal["linear", "ngram", "cnn"] = "cnn"
+    # linear only: scale each tag's features by their naive-Bayes log-count ratio while
+    # fitting (NBSVM, Wang & Manning 2012); n-grams that tell a tag apart are penalised less.
+    nb_scale: bool = False
     embedding_dim: int = Field(128, ge=1)
     num_filters: int = Field(128, ge=1)  # per filter size (cnn)
     max_filter_size: int = Field(4, ge=1, le=16)  # filter sizes 1..max (cnn)

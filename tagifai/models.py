@@ -105,23 +105,74 @@ class TfidfLinear(nn.Module):
     ignores ``optimizer``, ``lr``, ``batch_size`` and dropout for it; ``weight_decay``
     is its L2 penalty.
 
+    With ``nb_scale`` (NBSVM, Wang & Manning 2012) each class sees its features
+    scaled by their naive-Bayes log-count ratio while it is fitted (:meth:`begin_fit`):
+    the effective weight is ``weight * scale``, so the L2 penalty falls less on n-grams
+    that tell the class apart. :meth:`end_fit` multiplies the scale into the weights,
+    so the saved model is a plain linear model and predicts at the same cost.
+
     Args:
         idf: Inverse document frequency per feature id (``idf[0]`` pads).
         num_word_features: Ids ``1..num_word_features`` are word n-grams.
         num_classes: Logits out.
+        nb_scale: Fit with the naive-Bayes class scale.
     """
 
     full_batch: ClassVar[bool] = True
 
-    def __init__(self, idf: Sequence[float], num_word_features: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        idf: Sequence[float],
+        num_word_features: int,
+        num_classes: int,
+        nb_scale: bool = False,
+    ) -> None:
         super().__init__()
         self.num_word_features = num_word_features
+        self.nb_scale = nb_scale
         self.idf: torch.Tensor
         # Not a learned weight, and rebuilt from the encoder on load: kept out of the state_dict.
         self.register_buffer("idf", torch.tensor(list(idf), dtype=torch.float32), persistent=False)
         self.weights = nn.EmbeddingBag(len(idf), num_classes, mode="sum", padding_idx=0)
         self.bias = nn.Parameter(torch.zeros(num_classes))
         nn.init.zeros_(self.weights.weight)
+        self.class_scale: torch.Tensor | None = None  # (features, classes) while fitting
+
+    @torch.no_grad()
+    def begin_fit(self, ids: torch.Tensor, labels: torch.Tensor, alpha: float = 1.0) -> None:
+        """With ``nb_scale``, set each class's feature scale ``|log(p / q)|`` from training data.
+
+        ``p`` (``q``) is the smoothed share of the class's positive (negative) texts'
+        n-gram occurrences that fall on each n-gram.
+
+        Args:
+            ids: Training feature ids ``(texts, features)``, 0 pads; each n-gram once a text.
+            labels: Multi-hot training labels ``(texts, classes)``.
+            alpha: Additive smoothing of the counts (1 is the paper's choice).
+        """
+        if not self.nb_scale:
+            return
+        vocab_size = self.weights.weight.shape[0]
+        rows = torch.arange(len(ids), device=ids.device).repeat_interleave(ids.shape[1])
+        present = ids.flatten() != 0
+        presence = torch.sparse_coo_tensor(
+            torch.stack([ids.flatten()[present], rows[present]]),
+            torch.ones(int(present.sum()), device=ids.device),
+            (vocab_size, len(ids)),
+            check_invariants=True,
+        )
+        # Row 0 (padding) is not an n-gram: it keeps scale 0.
+        positive = torch.sparse.mm(presence, labels)[1:] + alpha  # (features, classes)
+        negative = torch.sparse.mm(presence, 1 - labels)[1:] + alpha
+        ratio = torch.log(positive / positive.sum(0)) - torch.log(negative / negative.sum(0))
+        self.class_scale = F.pad(ratio.abs(), (0, 0, 1, 0))
+
+    @torch.no_grad()
+    def end_fit(self) -> None:
+        """Multiply the class scale into the weights and drop it (no-op without one)."""
+        if self.class_scale is not None:
+            self.weights.weight.mul_(self.class_scale)
+            self.class_scale = None
 
     def features(self, ids: torch.Tensor) -> torch.Tensor:
         """Per-id TF-IDF weights ``(batch, features)``: idf, L2-normalised per family."""
@@ -138,4 +189,10 @@ class TfidfLinear(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` for feature ids ``(batch, features)``."""
-        return self.weights(ids, per_sample_weights=self.features(ids)) + self.bias
+        if self.class_scale is None:
+            return self.weights(ids, per_sample_weights=self.features(ids)) + self.bias
+        weight = self.weights.weight * self.class_scale
+        bag = F.embedding_bag(
+            ids, weight, per_sample_weights=self.features(ids), mode="sum", padding_idx=0
+        )
+        return bag + self.bias

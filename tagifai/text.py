@@ -266,6 +266,7 @@ class TextTask:
                 idf=encoder.idf,
                 num_word_features=encoder.num_word_features,
                 num_classes=num_classes,
+                nb_scale=params.nb_scale,
             )
         if params.architecture == "ngram":
             return NgramBag(

@@ -216,6 +216,11 @@ def train(
     y_train, y_val = torch.from_numpy(y_train_np), torch.from_numpy(y_val_np)
 
     model = task.build_model(params, encoder, num_classes=len(dataset.classes)).to(device)
+    # Optional hooks: a model that needs the training set before fitting (linear's
+    # naive-Bayes scale) or a last step after it (folding that scale into its weights).
+    begin_fit, end_fit = getattr(model, "begin_fit", None), getattr(model, "end_fit", None)
+    if begin_fit is not None:
+        begin_fit(x_train.to(device), y_train.to(device))
     loss_fn = _loss_fn(y_train_np, params.class_weights, device)
     # A full-batch model (linear) is fitted by L-BFGS, one call of up to 20 iterations per
     # epoch; the others by minibatch Adam(W) with the lr reduced when val F1 stalls.
@@ -288,6 +293,8 @@ def train(
             break
 
     model.load_state_dict(best_state)
+    if end_fit is not None:
+        end_fit()
     val_metrics, threshold = validate()
     predictor = Predictor(params, dataset.classes, encoder, model.cpu(), threshold)
     return TrainResult(

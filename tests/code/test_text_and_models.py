@@ -277,6 +277,52 @@ def test_ngram_bag_output_shape_and_padding():
     torch.testing.assert_close(model(torch.tensor([[5, 9]])), logits[:1])
 
 
+def test_tfidf_linear_nb_scale_is_the_naive_bayes_log_count_ratio():
+    """begin_fit's scale equals |log(p/|p|_1) - log(q/|q|_1)| computed by hand (NBSVM)."""
+    vocab = NgramVocab.fit(NGRAM_TEXTS, max_size=10_000)
+    ids = torch.from_numpy(vocab.encode(NGRAM_TEXTS))
+    labels = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])[: len(NGRAM_TEXTS)]
+    model = TfidfLinear(vocab.idf, vocab.num_word_features, num_classes=2, nb_scale=True)
+    model.begin_fit(ids, labels)
+    assert model.class_scale is not None
+
+    presence = np.zeros((len(NGRAM_TEXTS), vocab.vocab_size))
+    for row, row_ids in enumerate(ids.tolist()):
+        presence[row, [i for i in row_ids if i]] = 1
+    presence = presence[:, 1:]  # column 0 pads
+    for cls in range(2):
+        positive = 1 + presence[labels[:, cls].numpy() == 1].sum(axis=0)
+        negative = 1 + presence[labels[:, cls].numpy() == 0].sum(axis=0)
+        ratio = np.log(positive / positive.sum()) - np.log(negative / negative.sum())
+        np.testing.assert_allclose(model.class_scale[1:, cls].numpy(), np.abs(ratio), rtol=1e-5)
+
+
+def test_tfidf_linear_end_fit_folds_the_scale_into_the_weights():
+    """After end_fit the module has no scale, the same logits, and a plain state_dict."""
+    torch.manual_seed(0)
+    vocab = NgramVocab.fit(NGRAM_TEXTS, max_size=10_000)
+    ids = torch.from_numpy(vocab.encode(NGRAM_TEXTS))
+    labels = (torch.rand(len(NGRAM_TEXTS), 3) > 0.5).float()
+    model = TfidfLinear(vocab.idf, vocab.num_word_features, num_classes=3, nb_scale=True)
+    model.begin_fit(ids, labels)
+    torch.nn.init.normal_(model.weights.weight)
+    scaled = model(ids)
+    model.end_fit()
+    assert model.class_scale is None
+    torch.testing.assert_close(model(ids), scaled)
+    plain = TfidfLinear(vocab.idf, vocab.num_word_features, num_classes=3)
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(plain(ids), scaled)
+
+
+def test_tfidf_linear_without_nb_scale_has_no_class_scale():
+    vocab = NgramVocab.fit(NGRAM_TEXTS, max_size=10_000)
+    ids = torch.from_numpy(vocab.encode(NGRAM_TEXTS))
+    model = TfidfLinear(vocab.idf, vocab.num_word_features, num_classes=2)
+    model.begin_fit(ids, torch.ones(len(NGRAM_TEXTS), 2))
+    assert model.class_scale is None
+
+
 @pytest.mark.parametrize("architecture", ["cnn", "ngram", "linear"])
 def test_build_model_from_params(architecture):
     params = Params(architecture=architecture, embedding_dim=8, hidden_dim=8, num_filters=4)
