@@ -68,18 +68,18 @@ TRIAL_RUN_ATTR = "mlflow_run_id"  # trial system attribute the MLflowCallback se
 # loads wherever MLflow runs without installing tagifai there.
 PACKAGE_DIR = Path(tagifai.__file__).parent
 INPUT_COLUMNS = ("text", "title", "description")
+# What loading and predicting import: a served model's environment is built from these.
+# Training-only packages (optuna, iterative-stratification) stay out.
 PIP_REQUIREMENTS = [
     "torch==2.13.0",
     "mlflow>=3.17,<3.18",
     "numpy",
     "pandas",
-    "scikit-learn",
     "numpyencoder",
     "pydantic>=2",
     "pyyaml",
-    "optuna>=5,<6",
-    "iterative-stratification",
 ]
+STOPWORDS_REQUIREMENT = "scikit-learn"  # its stopword list, for params.stopwords models
 
 
 def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
@@ -371,7 +371,10 @@ def log_predictor(
             code_paths=[str(PACKAGE_DIR)],
             signature=signature,
             input_example=example if input_example else None,
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=[
+                *PIP_REQUIREMENTS,
+                *([STOPWORDS_REQUIREMENT] if predictor.params.stopwords else []),
+            ],
             registered_model_name=registered_model_name,
         )
     return info

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
 from tagifai import jobs, tracking
@@ -75,7 +76,8 @@ def test_logged_model_reloads_in_a_fresh_process(
         f"m = mlflow.pyfunc.load_model('runs:/{outcome.run_id}/model')\n"
         "out = m.predict(pd.DataFrame({'text': ['object detection with yolo', 'bert for nlp']}))\n"
         "tags, probs = out['tags'].tolist(), out['probabilities'].tolist()\n"
-        "print(json.dumps({'tags': tags, 'probs': probs}))\n"
+        "training_only = [n for n in ('optuna', 'iterstrat', 'sklearn') if n in sys.modules]\n"
+        "print(json.dumps({'tags': tags, 'probs': probs, 'training_only': training_only}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
@@ -87,6 +89,13 @@ def test_logged_model_reloads_in_a_fresh_process(
         ).read_text()
     )["classes"]
     assert len(payload["tags"]) == 2
+    # The model's requirements are what loading and predicting import, nothing more.
+    assert payload["training_only"] == []
+    model_dir = Path(mlflow.artifacts.download_artifacts(f"runs:/{outcome.run_id}/model"))
+    logged = (model_dir / "requirements.txt").read_text().split()
+    assert [Requirement(line) for line in logged] == [
+        Requirement(line) for line in tracking.PIP_REQUIREMENTS
+    ]
     for tags, probs in zip(payload["tags"], payload["probs"], strict=True):
         probabilities = json.loads(probs)
         assert set(probabilities) == set(classes)
