@@ -165,7 +165,7 @@ class TfidfLinear(nn.Module):
         positive = torch.sparse.mm(presence, labels)[1:] + alpha  # (features, classes)
         negative = torch.sparse.mm(presence, 1 - labels)[1:] + alpha
         ratio = torch.log(positive / positive.sum(0)) - torch.log(negative / negative.sum(0))
-        self.class_scale = F.pad(ratio.abs(), (0, 0, 1, 0))
+        self.class_scale = F.pad(ratio.abs(), (0, 0, 1, 0)).to(self.weights.weight.device)
 
     @torch.no_grad()
     def end_fit(self) -> None:

@@ -81,6 +81,10 @@ def get_device() -> torch.device:
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+# A full-batch (L-BFGS) epoch that changes the training loss by less than this fraction
+# has converged: the next epochs would repeat the same weights, so training stops.
+CONVERGED_RTOL = 1e-4
+
 
 def _loss_fn(labels: np.ndarray, balanced: bool, device: torch.device) -> LossFn:
     """Mean binary cross-entropy, optionally with balanced per-tag weights.
@@ -156,6 +160,14 @@ def _full_batch_epoch(
     return losses[0]
 
 
+def _converged(history: list[dict[str, float]]) -> bool:
+    """Whether the last full-batch step left the training loss (all but) unchanged."""
+    if len(history) < 2:
+        return False
+    before, after = history[-2]["train_loss"], history[-1]["train_loss"]
+    return abs(before - after) <= CONVERGED_RTOL * abs(before)
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if generator else torch.arange(n)
     return list(order.split(batch_size))
@@ -220,7 +232,7 @@ def train(
     # naive-Bayes scale) or a last step after it (folding that scale into its weights).
     begin_fit, end_fit = getattr(model, "begin_fit", None), getattr(model, "end_fit", None)
     if begin_fit is not None:
-        begin_fit(x_train.to(device), y_train.to(device))
+        begin_fit(x_train, y_train)
     loss_fn = _loss_fn(y_train_np, params.class_weights, device)
     # A full-batch model (linear) is fitted by L-BFGS, one call of up to 20 iterations per
     # epoch; the others by minibatch Adam(W) with the lr reduced when val F1 stalls.
@@ -290,6 +302,9 @@ def train(
         reporter.on_epoch_end(epoch, metrics)  # may raise (pruning)
         if epoch - best_epoch >= params.patience:
             logger.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+            break
+        if full_batch and _converged(history):
+            logger.info("converged at epoch %d (best %d)", epoch, best_epoch)
             break
 
     model.load_state_dict(best_state)

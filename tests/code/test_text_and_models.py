@@ -307,6 +307,7 @@ def test_tfidf_linear_end_fit_folds_the_scale_into_the_weights():
     model.begin_fit(ids, labels)
     torch.nn.init.normal_(model.weights.weight)
     scaled = model(ids)
+    assert not torch.allclose(scaled, model.weights(ids, per_sample_weights=model.features(ids)))
     model.end_fit()
     assert model.class_scale is None
     torch.testing.assert_close(model(ids), scaled)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from packaging.requirements import Requirement
@@ -140,3 +141,48 @@ def test_cli_train_prints_run_id_and_metrics(workdir, tiny_params_file):
     assert "f1" in result.output
     # the default local store would be under experiments/ - MLFLOW_TRACKING_URI won
     assert not (workdir / "experiments" / "mlflow.db").exists()
+
+
+def test_linear_with_nb_scale_saves_a_plain_model_that_predicts_the_same(
+    tmp_path, tiny_params, sample_paths
+):
+    """train() folds the naive-Bayes scale into the weights before the model is saved;
+    the reloaded model gives the trained one's probabilities, and they differ from a
+    model fitted without the scale."""
+    from tagifai import data
+    from tagifai.predict import Predictor
+    from tagifai.task import get_task
+    from tagifai.train import train
+
+    params = tiny_params.model_copy(
+        update={"architecture": "linear", "nb_scale": True, "num_epochs": 3}
+    )
+    dataset = get_task("text").load(*sample_paths, params)
+    splits = data.split(dataset, params)
+    inputs = get_task("text").inputs(splits.val)
+    trained = train(params, dataset, splits).predictor
+    assert trained.model.class_scale is None  # folded
+    reloaded = Predictor.load(trained.save(tmp_path / "predictor"))
+    np.testing.assert_allclose(
+        reloaded.predict_proba(inputs), trained.predict_proba(inputs), rtol=1e-5, atol=1e-6
+    )
+    plain = train(params.model_copy(update={"nb_scale": False}), dataset, splits).predictor
+    assert not np.allclose(plain.predict_proba(inputs), trained.predict_proba(inputs))
+
+
+def test_full_batch_training_stops_when_converged(tiny_params, sample_paths):
+    """L-BFGS epochs after convergence would repeat the same weights: training stops
+    long before a patience that never runs out."""
+    from tagifai import data
+    from tagifai.task import get_task
+    from tagifai.train import CONVERGED_RTOL, train
+
+    params = tiny_params.model_copy(
+        update={"architecture": "linear", "num_epochs": 200, "patience": 200}
+    )
+    dataset = get_task("text").load(*sample_paths, params)
+    splits = data.split(dataset, params)
+    result = train(params, dataset, splits)
+    assert result.epochs_run < params.num_epochs
+    before, after = (entry["train_loss"] for entry in result.history[-2:])
+    assert abs(before - after) <= CONVERGED_RTOL * before
