@@ -273,7 +273,11 @@ def make_objective(
         if track:
             tracking.log_params(params)
         reporter = _TrialReporter(trial, config.metric, track)
-        result = train(params, dataset, splits, reporter=reporter)
+        try:
+            result = train(params, dataset, splits, reporter=reporter)
+        finally:  # pruned, failed or interrupted trials keep their epoch curves too
+            if reporter.mlflow is not None:
+                reporter.mlflow.flush()
         trial.set_user_attr("epochs", result.epochs_run)
         trial.set_user_attr("best_epoch", result.best_epoch)
         if track:

@@ -186,3 +186,40 @@ def test_full_batch_training_stops_when_converged(tiny_params, sample_paths):
     assert result.epochs_run < params.num_epochs
     before, after = (entry["train_loss"] for entry in result.history[-2:])
     assert abs(before - after) <= CONVERGED_RTOL * before
+
+
+def test_mlflow_reporter_writes_queued_epochs_on_flush(workdir, experiment_name):
+    tracking.configure()
+    client = MlflowClient()
+    with tracking.train_run(experiment_name) as run_id:
+        reporter = tracking.MlflowReporter(flush_seconds=3600)
+        for epoch in (1, 2, 3):
+            reporter.on_epoch_end(epoch, {"val_f1": epoch / 10})
+        assert client.get_metric_history(run_id, "epoch_val_f1") == []  # still queued
+        reporter.flush()
+    history = client.get_metric_history(run_id, "epoch_val_f1")
+    assert [(point.step, point.value) for point in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+
+
+def test_failed_training_run_keeps_the_epochs_it_ran(
+    workdir, tiny_params, sample_paths, experiment_name
+):
+    """A run that dies at epoch 2 ends FAILED with epochs 1 and 2 logged."""
+
+    class Boom:
+        def on_epoch_end(self, epoch, metrics):
+            if epoch == 2:
+                raise RuntimeError("boom")
+
+    tracking.configure()
+    dataset, splits = jobs.load_data(tiny_params, *sample_paths)
+    with pytest.raises(RuntimeError, match="boom"):
+        jobs.train_and_log(
+            tiny_params, dataset, splits, experiment_name=experiment_name, reporter=Boom()
+        )
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(experiment_name)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    steps = [point.step for point in client.get_metric_history(run.info.run_id, "epoch_val_f1")]
+    assert steps == [1, 2]
