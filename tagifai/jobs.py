@@ -92,11 +92,9 @@ def train_and_log(
     with tracking.train_run(experiment_name, tags=run_tags) as run_id:
         tracking.log_params(params)
         tracking.log_dataset(dataset, splits)
-        epochs = tracking.MlflowReporter(also=reporter)
-        try:
+        # Leaving the reporter writes its queued epochs, also when training fails.
+        with tracking.MlflowReporter(also=reporter) as epochs:
             result = train(params, dataset, splits, reporter=epochs)
-        finally:  # also when training fails or is interrupted: keep the epochs it ran
-            epochs.flush()
         test_metrics = evaluate.evaluate_predictor(result.predictor, splits.test, dataset.classes)
         tracking.log_training(
             result.predictor,

@@ -233,10 +233,15 @@ class _TrialReporter:
         self.trial = trial
         self.metric = metric
         self.mlflow = tracking.MlflowReporter() if track else None
-        self.epochs = 0
+
+    def __enter__(self) -> _TrialReporter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.mlflow is not None:
+            self.mlflow.flush()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.epochs = epoch
         failpoint("trial")
         if self.mlflow is not None:
             self.mlflow.on_epoch_end(epoch, metrics)
@@ -272,12 +277,10 @@ def make_objective(
         params = Params.model_validate({**base_values, **suggest(trial, config.search_space)})
         if track:
             tracking.log_params(params)
-        reporter = _TrialReporter(trial, config.metric, track)
-        try:
+        # Leaving the reporter writes its queued epochs: pruned, failed or interrupted
+        # trials keep their curves too.
+        with _TrialReporter(trial, config.metric, track) as reporter:
             result = train(params, dataset, splits, reporter=reporter)
-        finally:  # pruned, failed or interrupted trials keep their epoch curves too
-            if reporter.mlflow is not None:
-                reporter.mlflow.flush()
         trial.set_user_attr("epochs", result.epochs_run)
         trial.set_user_attr("best_epoch", result.best_epoch)
         if track:

@@ -196,7 +196,8 @@ class MlflowReporter:
     curves lag by that much; one write per epoch cost ~9 ms on sqlite, a few percent
     of a study of fast trials. MLflow's asynchronous logging (``synchronous=False``)
     was the other way out, but its background thread slowed training itself (30 ngram
-    epochs 7.6 s -> 10.1 s). Call :meth:`flush` when training ends, however it ends.
+    epochs 7.6 s -> 10.1 s). Use it as a context manager: leaving it flushes the queue,
+    however training ended.
 
     Args:
         also: Another reporter to forward every epoch to (a progress bar, a pruner).
@@ -221,6 +222,12 @@ class MlflowReporter:
             self.flush()
         if self.also is not None:
             self.also.on_epoch_end(epoch, metrics)
+
+    def __enter__(self) -> MlflowReporter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()
 
     def flush(self) -> None:
         """Write the queued metrics to the run."""
