@@ -102,6 +102,7 @@ class WorkerRun:
         failed: Failed trials (a surplus trial refused by the study counts here).
         epochs: Epochs trained over the study.
         distinct: Distinct parameter sets among the done trials.
+        trial_seconds: Sum of the done trials' durations (start to finish).
     """
 
     seconds: float
@@ -109,6 +110,7 @@ class WorkerRun:
     failed: int
     epochs: int
     distinct: int
+    trial_seconds: float
 
     def per_hour(self, count: float) -> float:
         """``count`` per hour of this command's wall time."""
@@ -171,6 +173,11 @@ def _optimize(
         failed=states["FAIL"],
         epochs=epochs_trained(study),
         distinct=len({json.dumps(t.params, sort_keys=True) for t in done}),
+        trial_seconds=sum(
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in done
+            if t.datetime_complete is not None and t.datetime_start is not None
+        ),
     )
 
 
@@ -232,6 +239,21 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
             runs[2].per_hour(runs[2].epochs) / runs[1].per_hour(runs[1].epochs),
             fmt="{:.2f}x",
             note="the same comparison per epoch trained",
+        )
+    )
+    slowdown = runs[2].trial_seconds / runs[1].trial_seconds if runs[1].trial_seconds else None
+    rows.append(
+        measured(
+            "time per trial, 2 workers vs 1 (sum of trial durations)",
+            slowdown,
+            fmt="{:.2f}x",
+            note=(
+                f"{runs[2].trial_seconds:.0f} s vs {runs[1].trial_seconds:.0f} s: two workers "
+                "share the cores (1 torch thread each, vs 2 for one worker), so the speed-up "
+                f"cannot pass 2 / this = {2 / slowdown:.2f}x"
+                if slowdown
+                else "no trial durations"
+            ),
         )
     )
     return Report(

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -348,7 +349,7 @@ def log_training(
             folder / "params.json",
             {**predictor.params.model_dump(mode="json"), "threshold": threshold},
         )
-        write_json_atomic(folder / "tokenizer.json", predictor.encoder.to_dict())
+        write_json_atomic(folder / "tokenizer.json", predictor.encoder.to_dict(), indent=None)
         write_json_atomic(folder / "label_encoder.json", {"classes": predictor.classes})
         write_json_atomic(folder / "performance.json", test_metrics)
         mlflow.log_artifacts(str(folder))
@@ -399,11 +400,15 @@ def log_predictor(
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*An input example was not provided")
         folder = predictor.save(Path(tmp) / "predictor")
+        code = Path(tmp) / "code" / PACKAGE_DIR.name
+        code.mkdir(parents=True)
+        for module in PACKAGE_DIR.glob("*.py"):  # not the sample data, nor caches
+            shutil.copyfile(module, code / module.name)
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PACKAGE_DIR / "pyfunc_model.py"),
             artifacts={"predictor": str(folder)},
-            code_paths=[str(PACKAGE_DIR)],
+            code_paths=[str(code)],
             signature=signature,
             input_example=example if input_example else None,
             pip_requirements=[

@@ -97,6 +97,10 @@ def test_logged_model_reloads_in_a_fresh_process(
     assert [Requirement(line) for line in logged] == [
         Requirement(line) for line in tracking.PIP_REQUIREMENTS
     ]
+    # The model carries the package's modules, not its sample data.
+    code = sorted(path.name for path in (model_dir / "code" / "tagifai").iterdir())
+    assert "predict.py" in code and "pyfunc_model.py" in code
+    assert all(name.endswith(".py") for name in code), code
     for tags, probs in zip(payload["tags"], payload["probs"], strict=True):
         probabilities = json.loads(probs)
         assert set(probabilities) == set(classes)
