@@ -3,12 +3,15 @@
 What is measured, on one model trained with ``config/params.json`` on the real data
 and logged with ``jobs.train_and_log`` into a temporary sqlite MLflow store:
 
-(a) Load time: ``mlflow.pyfunc.load_model(path)`` of the model's files (downloaded
-    once beforehand, as ``mlflow models serve`` and a deployed container have them)
-    in a *fresh* Python process (what a new server worker or batch job pays), the
-    median of 3 processes; importing MLflow is timed separately and not included.
-    Target <= 2 s. Beside it, the same load by the tracking-store URI
-    (``models:/...``), which adds MLflow's store connection and artifact lookup.
+(a) Load time: the ``mlflow.pyfunc.load_model(path)`` call on the model's files
+    (downloaded once beforehand, as ``mlflow models serve`` and a deployed container
+    have them) in a *fresh* Python process that has imported ``mlflow.pyfunc`` and
+    nothing else, so torch and the model code are imported inside the call; the
+    median of 3 processes. Target <= 2 s. ``import mlflow.pyfunc`` itself is not
+    in the target row: it is timed in the same processes and reported beside it,
+    with the sum (a new server worker or batch job pays both). Also beside it, the
+    load by the tracking-store URI (``models:/...``), which adds MLflow's store
+    connection and artifact lookup.
 (b) Batch throughput: the loaded pyfunc model's ``predict`` on a DataFrame of 1,000
     texts (the real titles + descriptions, cycled), the median of 3 calls after one
     warm-up call. Target >= 2,000 texts/s.
@@ -233,9 +236,16 @@ def run(inputs: Inputs, requests: int = REQUESTS) -> Report:
             fmt="{:.2f} s",
             target=LOAD_TARGET,
             note=(
-                f"the model's local files; median of {REPEATS}: {each_load} s; "
-                f"`import mlflow.pyfunc` ({imports:.2f} s) not included"
+                f"the load_model call on the model's local files (torch and the model code "
+                f"imported inside it); median of {REPEATS}: {each_load} s; "
+                f"`import mlflow.pyfunc` before it ({imports:.2f} s) not included"
             ),
+        ),
+        measured(
+            "import mlflow.pyfunc + load, fresh process",
+            median([entry["import_s"] + entry["load_s"] for entry in loads]),
+            fmt="{:.2f} s",
+            note="the whole cold start of a process that loads the model's files",
         ),
         measured(
             "pyfunc load time by models:/ URI, fresh process",

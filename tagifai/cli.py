@@ -242,6 +242,8 @@ def train_best_command(
     versus = (
         "no previous champion" if previous is None else f"previous champion test F1 {previous:.4f}"
     )
+    if not outcome.comparable:
+        versus += " on another test split: not comparable, --force to promote"
     verdict = "is now @champion" if outcome.promoted else "stays a challenger"
     console.print(f"{jobs.MODEL_NAME} version {outcome.version} {verdict} ({versus})")
 
@@ -460,6 +462,8 @@ def summarize_command(
     from tagifai import optimize, tracking
     from tagifai.config import OptimizeConfig
 
+    if not study_name.strip():
+        raise TagifaiError("--study: give the name of a study")
     tracking.configure(read_only=True)
     config = OptimizeConfig(study_name=study_name, storage=storage)
     url = optimize.storage_url(config)

@@ -113,7 +113,7 @@ class Params(BaseModel):
     # so rare tags are not drowned by their negatives.
     class_weights: bool = True
     threshold_mode: Literal["global", "per_class"] = "global"  # one cut-off or one per tag
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, lt=2**32)  # numpy's seed range (split and initial weights)
 
     @model_validator(mode="after")
     def _check_split(self) -> Params:
@@ -256,7 +256,7 @@ class OptimizeConfig(BaseModel):
     direction: Literal["maximize", "minimize"] = "maximize"
     n_trials: int = Field(20, ge=1)  # total for the study, resumed runs included
     timeout: float | None = Field(None, gt=0)  # seconds for this invocation
-    seed: int = 42  # sampler seed: same seed and config, same suggestions
+    seed: int = Field(42, ge=0, lt=2**32)  # sampler seed: same seed and config, same trials
     storage: str | None = None  # Optuna storage URL; default sqlite under experiments/
     heartbeat_interval: int = Field(5, ge=1)  # seconds between a running trial's heartbeats
     grace_period: int = Field(20, ge=2)  # seconds without heartbeat before a trial is dead
@@ -273,6 +273,12 @@ class OptimizeConfig(BaseModel):
             raise ValueError(
                 f"metric {self.metric} must be {expected}d, not {self.direction}d "
                 "(pruning and the objective both use it)"
+            )
+        if self.grace_period <= self.heartbeat_interval:
+            # Otherwise a live trial can miss one heartbeat and be failed and retried.
+            raise ValueError(
+                f"grace_period ({self.grace_period} s) must be longer than "
+                f"heartbeat_interval ({self.heartbeat_interval} s)"
             )
         unknown = sorted(set(self.search_space) - set(Params.model_fields))
         if unknown:

@@ -14,7 +14,9 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
+import tempfile
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -122,9 +124,16 @@ def fetch(location: str | Path, cache_dir: Path = DATA_CACHE_DIR) -> Path:
     if len(body) > MAX_DOWNLOAD_BYTES:
         raise TagifaiError(f"{text}: larger than {MAX_DOWNLOAD_BYTES} bytes, refusing to cache")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
-    partial.write_bytes(body)
-    partial.replace(target)  # atomic: a killed download never looks complete
+    # A file of this process's own, renamed into place: a killed download never looks
+    # complete, and workers fetching the same URL at once never mix their writes.
+    handle, partial = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(body)
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -440,7 +449,9 @@ def split(dataset: Dataset, params: Params) -> Splits:
     first = MultilabelStratifiedShuffleSplit(
         n_splits=1,
         train_size=params.train_size,
-        test_size=1 - params.train_size,
+        # None: the rest, counted in whole rows. The float 1 - train_size (0.30000000000000004)
+        # made scikit-learn ask for one row more than there is at n = 200, 400, ...
+        test_size=None,
         random_state=params.seed,
     )
     train_idx, rest_idx = next(first.split(np.zeros(len(frame)), labels))
@@ -449,6 +460,12 @@ def split(dataset: Dataset, params: Params) -> Splits:
     )
     val_pos, test_pos = next(second.split(np.zeros(len(rest_idx)), labels[rest_idx]))
     val_idx, test_idx = rest_idx[val_pos], rest_idx[test_pos]
+    if min(len(train_idx), len(val_idx), len(test_idx)) == 0:  # stratifying few rows, many tags
+        raise TagifaiError(
+            f"{dataset.source or 'data'}: {len(frame)} projects are too few to split "
+            f"{params.train_size:.2f}/{params.val_size:.2f}/{test_size:.2f} "
+            f"(a split came out empty across {len(dataset.classes)} tags)"
+        )
     return Splits(
         train=frame.iloc[np.sort(train_idx)].reset_index(drop=True),
         val=frame.iloc[np.sort(val_idx)].reset_index(drop=True),

@@ -44,6 +44,8 @@ class TrainOutcome:
         version: Registered model version, if registered.
         promoted: Whether that version became ``champion``.
         champion_f1: Test F1 of the previous champion, if any.
+        comparable: Whether the previous champion was scored on the same test split
+            (if not, the scores say nothing and only ``--force`` promotes).
     """
 
     run_id: str
@@ -53,6 +55,7 @@ class TrainOutcome:
     version: str | None = None
     promoted: bool = False
     champion_f1: float | None = None
+    comparable: bool = True
 
 
 def load_data(
@@ -252,11 +255,12 @@ def train_best(
         reporter=reporter,
     )
     test_f1 = float(outcome.test_metrics["overall"]["f1"])
-    outcome.promoted, outcome.champion_f1 = tracking.register_version(
+    outcome.promoted, outcome.champion_f1, outcome.comparable = tracking.register_version(
         MODEL_NAME,
         str(outcome.version),
         alias=CHAMPION,
         score=test_f1,
+        split_digest=data.digest(splits.test),
         force=force,
         tags={**tags, "run_id": outcome.run_id, "test_f1": repr(test_f1)},
         description=(

@@ -541,8 +541,21 @@ def summarize(
 
 
 def write_summary(study: optuna.Study) -> dict[str, Any] | None:
-    """``tagifai summarize``: adopt the study's parent run and (re)write its summary."""
-    tracker = tracking.StudyTracker(study.user_attrs.get("metric", "value"))
+    """``tagifai summarize``: adopt the study's parent run and (re)write its summary.
+
+    Raises:
+        TagifaiError: If the study was not made by ``tagifai optimize`` (checked
+            before any MLflow run is touched).
+    """
+    missing = [
+        key for key in ("base_params", "metric", "data_digest") if key not in study.user_attrs
+    ]
+    if missing:
+        raise TagifaiError(
+            f"study {study.study_name!r} was not made by tagifai optimize "
+            f"(no {', '.join(missing)} in its user attributes)"
+        )
+    tracker = tracking.StudyTracker(study.user_attrs["metric"])
     tracker.start(study, experiment_name=study.study_name)
     try:
         payload = summarize(study, tracker)

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 from numpyencoder import NumpyEncoder
 from torch import nn
@@ -63,7 +65,7 @@ def write_json_atomic(path: Path | str, payload: Any, indent: int | None = 2) ->
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        failpoint(f"write:{path.name}")
+        failpoint(f"write:{path.parent.name}/{path.name}")  # e.g. write:config/best_params.json
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -79,6 +81,8 @@ def write_jsonl_atomic(path: Path | str, rows: list[dict[str, Any]]) -> None:
         with os.fdopen(handle, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, cls=NumpyEncoder) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -258,7 +262,13 @@ class TagifaiPyfunc(PythonModel):
             and abs(float(threshold) - self.predictor.default_threshold) < 1e-9
         ):
             threshold = None  # the signature's default: keep the tuned (per-class) cut-offs
-        return self.format_results(self.predictor.predict(model_input, threshold=threshold))
+        try:
+            results = self.predictor.predict(model_input, threshold=threshold)
+        except TagifaiError as exc:
+            # MLflow's scoring server answers an MlflowException with its message and a
+            # 400; any other exception becomes a generic message and a stack trace.
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        return self.format_results(results)
 
     @staticmethod
     def format_results(results: list[dict[str, Any]]) -> pd.DataFrame:

@@ -326,7 +326,7 @@ def log_training(
 ) -> None:
     """Log a finished training job's results and artifacts to the active run.
 
-    Artifacts: ``params.json`` (params + threshold), ``tokenizer.json``,
+    Artifacts: ``params.json`` (params + threshold), ``encoder.json``,
     ``label_encoder.json`` and ``performance.json`` (test metrics).
 
     Args:
@@ -349,7 +349,7 @@ def log_training(
             folder / "params.json",
             {**predictor.params.model_dump(mode="json"), "threshold": threshold},
         )
-        write_json_atomic(folder / "tokenizer.json", predictor.encoder.to_dict(), indent=None)
+        write_json_atomic(folder / "encoder.json", predictor.encoder.to_dict(), indent=None)
         write_json_atomic(folder / "label_encoder.json", {"classes": predictor.classes})
         write_json_atomic(folder / "performance.json", test_metrics)
         mlflow.log_artifacts(str(folder))
@@ -461,40 +461,47 @@ def register_version(
     version: str,
     alias: str,
     score: float,
+    split_digest: str,
     force: bool,
     tags: dict[str, str],
     description: str,
-) -> tuple[bool, float | None]:
+) -> tuple[bool, float | None, bool]:
     """Describe a new model version and move ``alias`` to it if it scores higher.
+
+    Scores are compared only between versions scored on the same test split: F1 on
+    another split (other data, seed or preparation) says nothing about which model
+    is better, so such a champion is replaced only with ``force``.
 
     Args:
         name: Registered model name.
         version: The new version.
         alias: Alias to maybe move (``champion``).
         score: The new version's test F1 (its ``test_f1`` tag).
+        split_digest: Digest of the test split it was scored on (its ``test_split`` tag).
         force: Move the alias whatever the scores.
         tags: Version tags (metrics, the study it came from).
         description: Version description.
 
     Returns:
-        Whether the alias now points at the new version, and the previous
-        holder's score (``None`` if there was none).
+        Whether the alias now points at the new version, the previous holder's
+        score (``None`` if there was none), and whether the two were comparable.
     """
     client = MlflowClient()
-    for key, value in tags.items():
+    for key, value in {**tags, "test_split": split_digest}.items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=description)
     try:
         current = client.get_model_version_by_alias(name, alias)
-        current_score: float | None = float(current.tags.get("test_f1", "nan"))
     except MlflowException:
-        current_score = None
+        current = None
+    current_score = float(current.tags.get("test_f1", "nan")) if current is not None else None
     if current_score is not None and np.isnan(current_score):
         current_score = None
-    promote = force or current_score is None or score > current_score
+    comparable = current is None or current.tags.get("test_split") == split_digest
+    promote = force or current_score is None or (comparable and score > current_score)
     if promote:
         client.set_registered_model_alias(name, alias, version)
-    return promote, current_score
+    return promote, current_score, comparable
 
 
 def load_predictor(model_uri: str) -> Predictor:

@@ -280,6 +280,14 @@ CASES = [
         files={"p.json": tiny_with(optimizer="sgdx")},
         expected=("p.json", "optimizer", "'sgdx'"),
     ),
+    case(
+        "params-negative-seed",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(seed=-1)},
+        expected=("p.json", "seed: Input should be greater than or equal to 0", "(got -1)"),
+    ),
     # --- study config: tagifai optimize --config FILE ---------------------------------
     case(
         "study-missing-file",
@@ -376,6 +384,22 @@ CASES = [
         files={"s.yaml": study(pruner={"name": "Median", "kwargs": {"patience": 2}})},
         expected=("s.yaml", "pruner Median", "'patience'"),
     ),
+    case(
+        "study-grace-not-above-heartbeat",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(heartbeat_interval=30, grace_period=20)},
+        expected=("s.yaml", "grace_period (20 s) must be longer than heartbeat_interval (30 s)"),
+    ),
+    case(
+        "study-seed-too-large",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(seed=2**32)},
+        expected=("s.yaml", "seed: Input should be less than 4294967296", "(got 4294967296)"),
+    ),
     # --- CLI arguments ----------------------------------------------------------------
     case(
         "predict-run-id-and-model-uri",
@@ -388,6 +412,9 @@ CASES = [
         expected=("--run-id and --model-uri: give one, not both",),
     ),
     case("predict-no-input", "predict", expected=("predict: give texts or --file",)),
+    case(
+        "summarize-blank-study", "summarize", "--study", " ", expected=("--study: give the name",)
+    ),
     case(
         "predict-output-without-file",
         "predict",
@@ -603,3 +630,30 @@ def test_bad_input_is_one_error_line_and_writes_nothing(
         assert not (workdir / "mlflow.db").exists()
         assert not (workdir / "experiments").exists()
         assert not (workdir / "config" / "best_params.json").exists()
+
+
+def test_summarize_refuses_a_study_tagifai_did_not_make(workdir: Path) -> None:
+    """A study from another tool (or one of the lock studies) is named, not half-summarised."""
+    import optuna
+
+    storage = f"sqlite:///{workdir / 'foreign.db'}"
+    study = optuna.create_study(study_name="foreign", storage=storage)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 1.0},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+            value=0.5,
+        )
+    )
+    mlflow.search_experiments()  # the tracking store exists (summarize never creates one)
+    before = _tree(workdir)
+
+    result = CliRunner().invoke(app, ["summarize", "--study", "foreign", "--storage", storage])
+
+    assert result.exit_code == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "study 'foreign' was not made by tagifai optimize" in lines[0]
+    assert "base_params" in lines[0]
+    assert _tree(workdir) == before  # no artifact or best_params.json
+    assert _run_count(workdir / "mlflow.db") == 0  # no parent run started for it

@@ -135,14 +135,20 @@ def test_signal_marks_trial_and_leaves_study_resumable(study_dir, sig):
     _check_resumed(study_dir, _completed(study), parent_id)
 
 
-@pytest.mark.parametrize("point", ["trial", "summary", "write:best_params.json"])
+@pytest.mark.parametrize("point", ["trial", "summary", "write:config/best_params.json"])
 def test_sigkill_at_a_failpoint_then_rerun_finishes(study_dir, point):
+    best = study_dir / "config" / "best_params.json"
+    best.parent.mkdir(exist_ok=True)
+    old = '{"from": "an earlier study"}\n'
+    best.write_text(old)
     proc = _start(study_dir, TAGIFAI_FAILPOINT=point)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
-    best = study_dir / "config" / "best_params.json"
-    if best.exists():
-        json.loads(best.read_text())  # never half-written
+    assert best.read_text() == old  # the earlier file, whole, until the new one is renamed in
+    if point.startswith("write:"):
+        # Killed between writing the new content and renaming it into place.
+        (written,) = best.parent.glob(".best_params.json.*.tmp")
+        assert json.loads(written.read_text())["study_name"] == "interrupted"
     study = _study(study_dir)
     before = _completed(study)
     if point == "trial":

@@ -66,9 +66,21 @@ def test_champion_moves_only_to_a_better_model(workdir, tiny_params, sample_path
     forced = _train_best(_payload(weak_params, sample_paths, experiment_name), force=True)
     assert forced.promoted and _champion(client) == forced.version
 
+    # a better model scored on another test split (another seed): F1s on different test
+    # rows say nothing about which model is better, so the alias stays without --force
+    reseeded = good_params.model_copy(update={"seed": good_params.seed + 1})
+    other = _train_best(_payload(reseeded, sample_paths, experiment_name))
+    assert other.test_metrics["overall"]["f1"] > forced.test_metrics["overall"]["f1"]
+    assert not other.promoted and not other.comparable and _champion(client) == forced.version
+    assert same.comparable  # the same split as the champion's
+
     version = client.get_model_version(jobs.MODEL_NAME, good.version)
     assert version.tags["tagifai.study_name"] == experiment_name
     assert float(version.tags["test_f1"]) == pytest.approx(good.test_metrics["overall"]["f1"])
+    assert (
+        client.get_model_version(jobs.MODEL_NAME, other.version).tags["test_split"]
+        != (version.tags["test_split"])
+    )
     assert experiment_name in version.description
     run = client.get_run(good.run_id)
     assert run.data.tags["tagifai.job"] == "train-best"

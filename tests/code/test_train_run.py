@@ -55,7 +55,7 @@ def test_train_logs_one_complete_run(workdir, tiny_params, sample_paths, experim
 
     # artifacts
     names = {item.path for item in client.list_artifacts(outcome.run_id)}
-    assert {"params.json", "tokenizer.json", "label_encoder.json", "performance.json"} <= names
+    assert {"params.json", "encoder.json", "label_encoder.json", "performance.json"} <= names
     local = Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id))
     params_json = json.loads((local / "params.json").read_text())
     assert params_json["lr"] == tiny_params.lr and "threshold" in params_json

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
+import http.server
 import json
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -469,6 +473,25 @@ def test_split_every_class_in_train(sample):
     assert train_tags == set(dataset.classes)
 
 
+@pytest.mark.parametrize("n", [*range(10, 30), 100, 200, 400, 410, 1000])
+def test_split_any_row_count(sample, n):
+    """Every size splits: at n = 200 the float 1 - 0.7 once asked for 201 rows."""
+    dataset, params = sample
+    frame = dataset.frame.sample(n=n, replace=n > len(dataset.frame), random_state=0)
+    frame = frame.assign(id=range(n)).reset_index(drop=True)
+    sized = data.Dataset(frame, dataset.classes, dataset.counts, "sized.json", "digest")
+    if n < 100:  # few rows, many tags: stratifying may leave a split empty, said in one line
+        try:
+            splits = data.split(sized, params)
+        except TagifaiError as exc:
+            assert f"sized.json: {n} projects are too few to split" in str(exc)
+            return
+    else:
+        splits = data.split(sized, params)
+    sizes = [len(part) for part in (splits.train, splits.val, splits.test)]
+    assert sum(sizes) == n and min(sizes) > 0, sizes
+
+
 def test_split_too_few_rows():
     projects = make_projects([(f"text {i}", ["a" if i % 2 else "b"]) for i in range(6)])
     dataset = data.prepare(projects, None, Params(min_tag_freq=1), source="six.json")
@@ -494,3 +517,40 @@ def test_sample_taxonomy_is_strictly_valid():
     taxonomy = data.load_taxonomy(SAMPLE_TAGS, strict_parents=True)
     assert len(taxonomy.tags) >= 8
     assert all(tag in taxonomy.tags for tag in taxonomy.aliases.values())
+
+
+# --- URLs ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sample_server() -> Iterator[str]:
+    """The shipped sample data served over HTTP on 127.0.0.1; yields the base URL."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(SAMPLE_PROJECTS.parent)
+    )
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_url_is_downloaded_once_then_read_from_the_cache(sample_server, tmp_path):
+    url = f"{sample_server}/{SAMPLE_PROJECTS.name}?v=1"
+    cached = data.fetch(url, cache_dir=tmp_path)
+    assert cached.parent == tmp_path and cached.name.endswith(f"-{SAMPLE_PROJECTS.name}")
+    assert cached.read_bytes() == SAMPLE_PROJECTS.read_bytes()
+    assert [path.name for path in tmp_path.iterdir()] == [cached.name]  # no temporary left
+    cached.write_text("[]")  # the cache is what a second call reads, not the server
+    assert data.fetch(url, cache_dir=tmp_path).read_text() == "[]"
+
+
+def test_url_that_fails_is_one_error_and_caches_nothing(sample_server, tmp_path):
+    url = f"{sample_server}/missing.json"
+    with pytest.raises(TagifaiError, match=r"missing\.json: cannot download \(File not found\)"):
+        data.fetch(url, cache_dir=tmp_path)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
