@@ -39,6 +39,7 @@ from tagifai.config import (
     load_params,
 )
 from tagifai.data import Dataset, Splits
+from tagifai.files import write_bytes_atomic
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -548,15 +549,7 @@ def write_results(
         "",
     ]
     body = "\n".join(header) + "\n" + "\n".join(report.markdown(level=2) for report in reports)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, body.encode("utf-8"))
 
 
 def run_script(

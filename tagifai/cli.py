@@ -243,7 +243,8 @@ def train_best_command(
         "no previous champion" if previous is None else f"previous champion test F1 {previous:.4f}"
     )
     if not outcome.comparable:
-        versus += " on another test split: not comparable, --force to promote"
+        versus += " on another test split: not comparable"
+        versus += "" if outcome.promoted else ", --force to promote"
     verdict = "is now @champion" if outcome.promoted else "stays a challenger"
     console.print(f"{jobs.MODEL_NAME} version {outcome.version} {verdict} ({versus})")
 
@@ -301,7 +302,7 @@ def predict_command(
     """Print tags with probabilities for texts (or a file of them)."""
     import pandas as pd
 
-    from tagifai.predict import write_jsonl_atomic
+    from tagifai.files import write_jsonl_atomic
 
     if bool(texts) == bool(file):
         raise TagifaiError("predict: give texts or --file, exactly one of them")
@@ -401,7 +402,7 @@ def optimize_command(
         ]
         env = {**os.environ, WORKER_ENV: "1", THREADS_ENV: str(threads)}
         helpers = [
-            subprocess.Popen([*command, "--seed", str(study_config.seed + i)], env=env)
+            subprocess.Popen([*command, "--seed", str((study_config.seed + i) % 2**32)], env=env)
             for i in range(1, workers)
         ]
     try:

@@ -274,10 +274,11 @@ class OptimizeConfig(BaseModel):
                 f"metric {self.metric} must be {expected}d, not {self.direction}d "
                 "(pruning and the objective both use it)"
             )
-        if self.grace_period <= self.heartbeat_interval:
-            # Otherwise a live trial can miss one heartbeat and be failed and retried.
+        if self.grace_period < 2 * self.heartbeat_interval:
+            # A live trial that misses one heartbeat (a slow storage write) must not be
+            # taken for dead, failed and run again; Optuna's own default is 2x.
             raise ValueError(
-                f"grace_period ({self.grace_period} s) must be longer than "
+                f"grace_period ({self.grace_period} s) must be at least twice "
                 f"heartbeat_interval ({self.heartbeat_interval} s)"
             )
         unknown = sorted(set(self.search_space) - set(Params.model_fields))

@@ -14,9 +14,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -30,6 +28,7 @@ import pandas as pd
 
 from tagifai.config import DATA_CACHE_DIR, Params
 from tagifai.errors import TagifaiError
+from tagifai.files import write_bytes_atomic
 
 __all__ = [
     "Dataset",
@@ -86,6 +85,11 @@ class Splits:
     val: pd.DataFrame
     test: pd.DataFrame
 
+    @property
+    def test_digest(self) -> str:
+        """Digest of the test rows: models scored on the same digest are comparable."""
+        return digest(self.test)
+
 
 # --- reading -------------------------------------------------------------------------
 
@@ -123,17 +127,8 @@ def fetch(location: str | Path, cache_dir: Path = DATA_CACHE_DIR) -> Path:
         ) from None
     if len(body) > MAX_DOWNLOAD_BYTES:
         raise TagifaiError(f"{text}: larger than {MAX_DOWNLOAD_BYTES} bytes, refusing to cache")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # A file of this process's own, renamed into place: a killed download never looks
-    # complete, and workers fetching the same URL at once never mix their writes.
-    handle, partial = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(body)
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    # A killed download never looks complete; workers fetching the URL at once never mix.
+    write_bytes_atomic(target, body)
     return target
 
 
@@ -450,7 +445,7 @@ def split(dataset: Dataset, params: Params) -> Splits:
         n_splits=1,
         train_size=params.train_size,
         # None: the rest, counted in whole rows. The float 1 - train_size (0.30000000000000004)
-        # made scikit-learn ask for one row more than there is at n = 200, 400, ...
+        # made scikit-learn ask for one row more than there is at most multiples of 10 rows.
         test_size=None,
         random_state=params.seed,
     )

@@ -144,6 +144,12 @@ def evaluate_run(
             f"{data_location}: data digest {dataset.digest} is not run {run_id}'s {recorded}; "
             "its test split would not be the one the model was scored on (check --data/--tags)"
         )
+    recorded = tags.get("test_split")
+    if recorded and recorded != splits.test_digest:
+        raise TagifaiError(
+            f"{data_location}: the test split made now ({splits.test_digest}) is not run "
+            f"{run_id}'s {recorded} (another scikit-learn or iterative-stratification version?)"
+        )
     return evaluate.evaluate_predictor(predictor, splits.test, predictor.classes)
 
 
@@ -219,7 +225,7 @@ def train_best(
 
     The run goes into the study's experiment, tagged with the study's parent run.
     The new version becomes ``champion`` only if its test F1 beats the current
-    champion's (or ``force``). Tracking must be configured.
+    champion's on the same test split (or ``force``). Tracking must be configured.
 
     Args:
         payload: Content of ``best_params.json``.
@@ -260,7 +266,7 @@ def train_best(
         str(outcome.version),
         alias=CHAMPION,
         score=test_f1,
-        split_digest=data.digest(splits.test),
+        split_digest=splits.test_digest,
         force=force,
         tags={**tags, "run_id": outcome.run_id, "test_f1": repr(test_f1)},
         description=(

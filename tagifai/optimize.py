@@ -35,7 +35,7 @@ from tagifai.config import (
 )
 from tagifai.errors import TagifaiError
 from tagifai.faults import failpoint
-from tagifai.predict import write_json_atomic
+from tagifai.files import write_json_atomic
 from tagifai.train import train
 
 __all__ = [

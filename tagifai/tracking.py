@@ -38,7 +38,8 @@ import tagifai
 from tagifai.config import EXPERIMENTS_DIR, Params
 from tagifai.data import Dataset, Splits
 from tagifai.errors import TagifaiError
-from tagifai.predict import Predictor, TagifaiPyfunc, write_json_atomic
+from tagifai.files import write_json_atomic
+from tagifai.predict import Predictor, TagifaiPyfunc
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
@@ -299,7 +300,13 @@ def log_dataset(dataset: Dataset, splits: Splits) -> None:
             frame, source=source, targets="tags", name="projects", digest=dataset.digest
         )
     mlflow.log_input(mlflow_dataset, context="training")
-    mlflow.set_tags({"data_digest": dataset.digest, "git_commit": git_commit()})
+    mlflow.set_tags(
+        {
+            "data_digest": dataset.digest,
+            "test_split": splits.test_digest,
+            "git_commit": git_commit(),
+        }
+    )
     mlflow.log_params(
         {
             "data_source": dataset.source,
@@ -497,7 +504,8 @@ def register_version(
     current_score = float(current.tags.get("test_f1", "nan")) if current is not None else None
     if current_score is not None and np.isnan(current_score):
         current_score = None
-    comparable = current is None or current.tags.get("test_split") == split_digest
+    # A version registered before splits were recorded carries no tag: compared as before.
+    comparable = current is None or current.tags.get("test_split", split_digest) == split_digest
     promote = force or current_score is None or (comparable and score > current_score)
     if promote:
         client.set_registered_model_alias(name, alias, version)

@@ -385,12 +385,12 @@ CASES = [
         expected=("s.yaml", "pruner Median", "'patience'"),
     ),
     case(
-        "study-grace-not-above-heartbeat",
+        "study-grace-under-two-heartbeats",
         "optimize",
         "--config",
         "s.yaml",
-        files={"s.yaml": study(heartbeat_interval=30, grace_period=20)},
-        expected=("s.yaml", "grace_period (20 s) must be longer than heartbeat_interval (30 s)"),
+        files={"s.yaml": study(heartbeat_interval=15, grace_period=20)},
+        expected=("s.yaml", "grace_period (20 s) must be at least twice heartbeat_interval (15 s)"),
     ),
     case(
         "study-seed-too-large",

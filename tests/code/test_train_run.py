@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from tagifai import jobs, tracking
 from tagifai.cli import app
 from tagifai.config import Params
+from tagifai.errors import TagifaiError
 
 pytestmark = pytest.mark.training
 
@@ -66,6 +67,13 @@ def test_train_logs_one_complete_run(workdir, tiny_params, sample_paths, experim
     # data digest and git commit are recorded
     assert run.data.tags["data_digest"] == run.inputs.dataset_inputs[0].dataset.digest
     assert run.data.tags["git_commit"]
+
+    # `tagifai evaluate` re-scores the run on the same test rows, found by the digests
+    again = jobs.evaluate_run(outcome.run_id, None, None)
+    assert again["overall"]["f1"] == pytest.approx(outcome.test_metrics["overall"]["f1"])
+    client.set_tag(outcome.run_id, "test_split", "0123456789abcdef")
+    with pytest.raises(TagifaiError, match="0123456789abcdef"):
+        jobs.evaluate_run(outcome.run_id, None, None)
 
 
 def test_logged_model_reloads_in_a_fresh_process(
