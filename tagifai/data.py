@@ -445,7 +445,7 @@ def split(dataset: Dataset, params: Params) -> Splits:
         n_splits=1,
         train_size=params.train_size,
         # None: the rest, counted in whole rows. The float 1 - train_size (0.30000000000000004)
-        # made scikit-learn ask for one row more than there is at most multiples of 10 rows.
+        # made scikit-learn ask for one row too many for most row counts that end in 0.
         test_size=None,
         random_state=params.seed,
     )
