@@ -22,7 +22,7 @@ every entry point of ``tagifai.tracking`` the study calls, MLflow's run start/en
 (outermost calls only), giving the logging time per trial and its share of the
 tracked study's wall time, measured in-process rather than as a difference.
 
-Run: ``python -m benchmarks.bench_overhead [--trials 4] [--repeats 5] [--smoke] [--out FILE]``.
+Run: ``python -m benchmarks.bench_overhead [--trials 4] [--repeats 7] [--smoke] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ __all__ = ["main", "run"]
 
 KEY = "overhead"
 TITLE = "2. Tracking overhead (bench_overhead)"
-TRIALS = 4  # the seed's first four trials: 6 studies take about 8 min on 2 cores
+TRIALS = 4  # the seed's first four trials: a study takes about 50-65 s on 2 cores
 SMOKE_TRIALS = 2
 REPEATS = 7  # pairs of studies; each pair ~1.8 min on 2 cores
 OVERHEAD_TARGET = Target("<=", 3.0, "<= 3%")
@@ -96,8 +96,9 @@ TRACKING_CALLS: list[tuple[Any, str]] = [
 def timed_tracking() -> Iterator[list[float]]:
     """Time every call in :data:`TRACKING_CALLS` while inside; yields ``[seconds]``.
 
-    Only outermost calls count (``log_trial_model`` inside a wrapped call is not
-    counted twice). The originals are put back on the way out.
+    Only outermost calls count (``mlflow.start_run`` inside ``StudyTracker.start``,
+    or ``flush`` inside ``on_epoch_end``, is not counted twice). The originals are
+    put back on the way out.
     """
     total = [0.0]
     depth = [0]
@@ -158,7 +159,7 @@ def run(inputs: Inputs, trials: int | None = None, repeats: int = REPEATS) -> Re
 
     Args:
         inputs: Data (``--smoke``: the sample, 2 trials of 3 epochs).
-        trials: Trials per study (default 2).
+        trials: Trials per study (default 4).
         repeats: Studies per arm (at least 3 for a meaningful median).
 
     Returns:
