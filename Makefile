@@ -7,11 +7,19 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # One tracking store for the CLI, `mlflow run`, the UI and the model server.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/experiments/mlflow.db
+# The workload: text (tag project descriptions) or images (classify grey images).
+TASK ?= text
+ifeq ($(TASK),images)
+STUDY ?= tagifai-images
+MODEL_NAME := tagifai-images
+else
 STUDY ?= tagifai
+MODEL_NAME := tagifai
+endif
 HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
-MODEL_URI ?= models:/tagifai@champion
+MODEL_URI ?= models:/$(MODEL_NAME)@champion
 
 # Local servers for parallel optimize (scripts/servers.sh): PostgreSQL and an MLflow server.
 PG_PORT ?= 5433
@@ -51,12 +59,13 @@ format: install ## Format and autofix with ruff
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-train: install ## Train one model on the sample data (one MLflow run)
-	tagifai train
+train: install ## Train one model on the sample data (one MLflow run); TASK=images for images
+	tagifai train --task $(TASK)
 
-optimize: install ## Run the Optuna study through `mlflow run` on the sample data
+optimize: install ## Run the Optuna study through `mlflow run` on the sample data; TASK=images for digits
 	tagifai init-experiment $(STUDY) >/dev/null
-	mlflow run . -e optimize --env-manager local --experiment-name $(STUDY) -P study_name=$(STUDY)
+	mlflow run . -e optimize --env-manager local --experiment-name $(STUDY) \
+		-P task=$(TASK) -P study_name=$(STUDY)
 
 servers-start: install system-deps ## Start PostgreSQL (127.0.0.1:5433) and an MLflow server on it (127.0.0.1:5002)
 	scripts/servers.sh pg-start
@@ -68,13 +77,14 @@ servers-stop: ## Stop the MLflow server and PostgreSQL
 
 optimize-parallel: servers-start ## WORKERS (2) workers on one study, PostgreSQL + MLflow server
 	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) \
-		tagifai optimize --storage $(PG_URL) --study-name $(STUDY)-parallel --workers $(WORKERS)
+		tagifai optimize --task $(TASK) --storage $(PG_URL) --study-name $(STUDY)-parallel \
+		--workers $(WORKERS)
 
-train-best: install ## Train, log and register the model from config/best_params.json
-	tagifai train-best
+train-best: install ## Train, log and register the study's best model (TASK=images: tagifai-images)
+	tagifai train-best --task $(TASK)
 
-predict: install ## Tag a text with the champion model: make predict TEXT="..."
-	tagifai predict "$(TEXT)"
+predict: install ## Predict with the champion: make predict TEXT="..." (or TASK=images IMAGE=x.png)
+	tagifai predict --task $(TASK) "$(if $(filter images,$(TASK)),$(IMAGE),$(TEXT))"
 
 ui: install ## MLflow UI on http://127.0.0.1:5000
 	mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(UI_PORT)
@@ -89,5 +99,6 @@ bench-smoke: install ## Every benchmark on the sample, tiny settings (checks the
 	$(PY) -m benchmarks.run_all --smoke
 
 clean: ## Remove run outputs (tracking store, studies, caches); keeps .venv
-	rm -rf experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data config/best_params.json .servers
+	rm -rf experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data \
+		config/best_params.json config/best_params-images.json .servers
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,13 +21,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tagifai.config import (
-    DEFAULT_OPTIMIZE_CONFIG,
-    DEFAULT_PARAMS_FILE,
-    SAMPLE_PROJECTS,
-    SAMPLE_TAGS,
-    load_params,
-)
 from tagifai.errors import TagifaiError
 
 __all__ = ["app", "main"]
@@ -37,7 +29,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Tag ML projects: train, optimize, evaluate and predict, tracked in MLflow.",
+    help="Tune, train, register and serve PyTorch models (text tags, image classes) with "
+    "Optuna and MLflow.",
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -103,32 +96,49 @@ def command(name: str) -> Callable[[F], F]:
     return register
 
 
+TaskOption = Annotated[
+    str,
+    typer.Option("--task", help="Workload: text (tags of project texts) or images (classes)."),
+]
 DataOption = Annotated[
     str | None,
-    typer.Option("--data", help="Projects file (JSON/CSV), path or http(s) URL. [default: sample]"),
+    typer.Option(
+        "--data",
+        help="Data: a text projects file (JSON/CSV, path or URL), or an image folder "
+        "(IDX files or one subfolder per class). [default: the embedded sample]",
+    ),
 ]
 TagsOption = Annotated[
     str | None,
-    typer.Option(
-        "--tags", help="tags.json taxonomy. [default: the sample's, with the sample data]"
-    ),
+    typer.Option("--tags", help="Text only: tags.json taxonomy. [default: the sample's]"),
 ]
 # Commands that reuse a study's or run's data default to the files it recorded.
 RecordedDataOption = Annotated[
     str | None,
-    typer.Option("--data", help="Projects file. [default: the data the study or run used]"),
+    typer.Option("--data", help="Data. [default: the data the study or run used]"),
 ]
 RecordedTagsOption = Annotated[
     str | None,
-    typer.Option("--tags", help="Taxonomy. [default: the taxonomy the study or run used]"),
+    typer.Option("--tags", help="Text taxonomy. [default: the one the study or run used]"),
 ]
 
 
-def _data_sources(data: str | None, tags: str | None) -> tuple[str, str | None]:
-    """The shipped sample unless the user points elsewhere ("" counts as not given)."""
+def _workload(task: str) -> Any:
+    from tagifai.workloads import get_workload
+
+    return get_workload(task)
+
+
+def _data_sources(
+    workload: Any, data: str | None, tags: str | None
+) -> tuple[str | None, str | None]:
+    """The embedded sample unless the user points elsewhere ("" counts as not given)."""
     data, tags = data or None, tags or None
+    if tags is not None and workload.extra_option != "--tags":
+        raise TagifaiError(f"--tags: the {workload.name} task takes no taxonomy")
     if data is None:
-        return str(SAMPLE_PROJECTS), str(tags or SAMPLE_TAGS)
+        sample, sample_extra = workload.default_data()
+        return sample, tags or sample_extra
     return data, tags
 
 
@@ -140,25 +150,20 @@ class _EpochProgress:
         self.task_id = progress.add_task("training", total=total)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.progress.update(
-            self.task_id,
-            completed=epoch,
-            description=f"epoch {epoch} val_f1={metrics['val_f1']:.3f}",
-        )
-
-
-WORKER_ENV = "TAGIFAI_WORKER"  # set for the helper processes of `optimize --workers`
-THREADS_ENV = "TAGIFAI_TORCH_THREADS"  # torch threads of such a helper
+        shown = next((f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("val_")), "")
+        self.progress.update(self.task_id, completed=epoch, description=f"epoch {epoch} {shown}")
 
 
 def _progress() -> Progress:
+    from tagifai.workers import is_helper
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal or os.environ.get(WORKER_ENV) == "1",
+        disable=not err_console.is_terminal or is_helper(),
     )
 
 
@@ -167,34 +172,40 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
     for column in ("metric", "value"):
         table.add_column(column)
     for key, value in metrics.items():
+        if isinstance(value, dict | list):
+            continue  # per-class tables and the like: in performance.json on the run
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
 
 
 @command("train")
 def train_command(
+    task: TaskOption = "text",
     data: DataOption = None,
     tags: TagsOption = None,
     params_file: Annotated[
-        Path, typer.Option("--params", help="Training params JSON.")
-    ] = DEFAULT_PARAMS_FILE,
+        str | None, typer.Option("--params", help="Params JSON. [default: the task's config/]")
+    ] = None,
     experiment_name: Annotated[
-        str, typer.Option("--experiment-name", help="MLflow experiment.")
-    ] = "tagifai-train",
+        str | None,
+        typer.Option("--experiment-name", help="MLflow experiment. [default: tagifai-train-TASK]"),
+    ] = None,
 ) -> None:
     """Train one model and record the run in MLflow."""
     from tagifai import jobs, tracking
+    from tagifai.search import load_params_file
 
-    params = load_params(params_file)
-    dataset, splits = jobs.load_data(params, *_data_sources(data, tags))
+    workload = _workload(task)
+    params = load_params_file(workload, params_file or workload.params_file)  # "": the default
+    dataset, splits = jobs.load_data(params, *_data_sources(workload, data, tags))
     tracking.configure()
     with _progress() as progress:
         outcome = jobs.train_and_log(
             params,
             dataset,
             splits,
-            experiment_name,
-            reporter=_EpochProgress(progress, params.num_epochs),
+            experiment_name or f"tagifai-train-{workload.name}",
+            reporter=_EpochProgress(progress, params.model.num_epochs),
         )
     console.print(f"run_id: {outcome.run_id}")
     _print_metrics("test metrics", outcome.test_metrics["overall"])
@@ -202,10 +213,15 @@ def train_command(
 
 @command("train-best")
 def train_best_command(
-    params_file: Annotated[
-        Path | None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="Workload whose best params to train. [default: text]"),
+    ] = None,
+    params_path: Annotated[
+        str | None,
         typer.Option(
-            "--params", help="best_params.json of a study. [default: config/best_params.json]"
+            "--params",
+            help="best_params.json of a study. [default: the task's config/best_params*.json]",
         ),
     ] = None,
     from_run: Annotated[
@@ -218,50 +234,58 @@ def train_best_command(
         bool, typer.Option("--force", help="Make the new version champion whatever its score.")
     ] = False,
 ) -> None:
-    """Train the study's best params, log and register the model as `tagifai`."""
+    """Train the study's best params, log and register the model, maybe as @champion."""
     from tagifai import jobs, tracking
-    from tagifai.config import BEST_PARAMS_FILE
 
+    workload = _workload(task or "text")
+    params_file = Path(params_path) if params_path else None  # "" from `mlflow run`: not given
+    from_run = from_run or None
     if params_file is None and from_run is None:
-        params_file = BEST_PARAMS_FILE
+        params_file = workload.best_params_file
         if not params_file.is_file():
-            raise TagifaiError(f"{params_file}: file not found; run `make optimize` first")
+            raise TagifaiError(
+                f"{params_file}: file not found; run `make optimize TASK={workload.name}` first"
+            )
     if from_run:
         tracking.configure(read_only=True)
-    payload = jobs.load_best_params(params_file, from_run or None)
-    dataset, splits = jobs.load_best_data(payload, data or None, tags or None)
+    best = jobs.load_best_params(params_file, from_run or None)
+    if task is not None and best.task != task:
+        raise TagifaiError(
+            f"{params_file or from_run}: params of task {best.task}, not --task {task}"
+        )
+    best_workload = _workload(best.task)
+    if tags and best_workload.extra_option != "--tags":
+        raise TagifaiError(f"--tags: the {best.task} task takes no taxonomy")
+    data_location = data or best.data_source
+    extra = tags or (best.extra_source if not data else None)
+    dataset, splits = jobs.load_data(best.run_params(), data_location, extra)
     tracking.configure()
-    epochs = int(payload["params"].get("num_epochs", 1))
+    epochs = best.run_params().model.num_epochs
     with _progress() as progress:
         outcome = jobs.train_best(
-            payload, dataset, splits, force=force, reporter=_EpochProgress(progress, epochs)
+            best, dataset, splits, force=force, reporter=_EpochProgress(progress, epochs)
         )
     console.print(f"run_id: {outcome.run_id}")
     _print_metrics("test metrics", outcome.test_metrics["overall"])
-    previous = outcome.champion_f1
+    console.print(outcome.threshold_note)
+    previous = outcome.champion_score
+    score = f"test {best_workload.score_metric}"
     versus = (
-        "no previous champion" if previous is None else f"previous champion test F1 {previous:.4f}"
+        "no previous champion" if previous is None else f"previous champion {score} {previous:.4f}"
     )
     if not outcome.comparable:
         versus += " on another test split: not comparable"
         versus += "" if outcome.promoted else ", --force to promote"
     verdict = "is now @champion" if outcome.promoted else "stays a challenger"
-    console.print(f"{jobs.MODEL_NAME} version {outcome.version} {verdict} ({versus})")
+    console.print(f"{best_workload.model_name} version {outcome.version} {verdict} ({versus})")
 
 
-def _resolve_model_uri(run_id: str | None, model_uri: str | None) -> str:
+def _resolve_model_uri(workload: Any, run_id: str | None, model_uri: str | None) -> str:
     if run_id and model_uri:
         raise TagifaiError("--run-id and --model-uri: give one, not both")
     if run_id:
         return f"runs:/{run_id}/model"
-    return model_uri or "models:/tagifai@champion"
-
-
-def _load_predictor(uri: str) -> Any:
-    from tagifai import tracking
-
-    tracking.configure(read_only=True)
-    return tracking.load_predictor(uri)
+    return model_uri or f"models:/{workload.model_name}@champion"
 
 
 @command("evaluate")
@@ -276,64 +300,75 @@ def evaluate_command(
     tracking.configure(read_only=True)
     metrics = jobs.evaluate_run(run_id, data or None, tags or None)
     _print_metrics(f"test metrics of run {run_id}", metrics["overall"])
-    console.print_json(json.dumps({"slices": metrics["slices"]}))
+    if "slices" in metrics:
+        console.print_json(json.dumps({"slices": metrics["slices"]}))
 
 
 @command("predict")
 def predict_command(
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to tag.")] = None,
+    inputs: Annotated[
+        list[str] | None, typer.Argument(help="Texts to tag, or image files to classify.")
+    ] = None,
+    task: TaskOption = "text",
     run_id: Annotated[str | None, typer.Option("--run-id", help="Model of this run.")] = None,
     model_uri: Annotated[
         str | None,
         typer.Option(
-            "--model-uri", help="Any MLflow model URI. [default: models:/tagifai@champion]"
+            "--model-uri", help="Any MLflow model URI. [default: models:/<task's model>@champion]"
         ),
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option("--threshold", help="One cut-off in [0, 1] for every tag.")
+        float | None,
+        typer.Option("--threshold", help="One cut-off in [0, 1] instead of the tuned one."),
     ] = None,
     file: Annotated[
-        Path | None, typer.Option("--file", help="CSV or JSONL with text or title/description.")
+        Path | None,
+        typer.Option("--file", help="CSV or JSONL of inputs (text: text or title/description)."),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", help="Write results here (JSONL).")
     ] = None,
 ) -> None:
-    """Print tags with probabilities for texts (or a file of them)."""
-    import pandas as pd
-
+    """Print predictions with probabilities for inputs (or a file of them)."""
+    from tagifai import tracking
     from tagifai.files import write_jsonl_atomic
+    from tagifai.logged_models import load_predictor
 
-    if bool(texts) == bool(file):
-        raise TagifaiError("predict: give texts or --file, exactly one of them")
+    workload = _workload(task)
+    if bool(inputs) == bool(file):
+        raise TagifaiError("predict: give inputs or --file, exactly one of them")
     if output is not None and file is None:
         raise TagifaiError("--output: only with --file")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise TagifaiError(f"--threshold: must be within [0, 1], got {threshold}")
-    if file is not None:
-        from tagifai.predict import read_batch
-
-        raw = read_batch(file)
-    else:
-        raw = pd.DataFrame({"text": texts})
-    predictor = _load_predictor(_resolve_model_uri(run_id, model_uri))
+    raw = workload.read_batch(file) if file is not None else workload.raw_from_cli(inputs or [])
+    tracking.configure(read_only=True)
+    predictor = load_predictor(_resolve_model_uri(workload, run_id, model_uri))
+    if predictor.params.task != workload.name:
+        raise TagifaiError(
+            f"model is a {predictor.params.task} model: predict with --task {predictor.params.task}"
+        )
     results = predictor.predict(raw, threshold=threshold)
     if output is not None:
         write_jsonl_atomic(output, results)
         console.print(f"wrote {len(results)} predictions to {output}")
         return
-    for text, result in zip(raw.iloc[:, 0].tolist(), results, strict=True):
-        top = {tag: p for tag, p in result["probabilities"].items() if p >= 0.05}
-        console.print_json(
-            json.dumps({"input": text, "tags": result["tags"], "probabilities": top})
-        )
+    labels = inputs if inputs else [str(i) for i in range(1, len(results) + 1)]
+    for label, result in zip(labels, results, strict=True):
+        shown = dict(result)
+        shown["probabilities"] = {k: p for k, p in result["probabilities"].items() if p >= 0.05}
+        console.print_json(json.dumps({"input": label, **shown}))
 
 
 @command("optimize")
 def optimize_command(
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="Workload: text or images. [default: the config's, text]"),
+    ] = None,
     config: Annotated[
-        Path, typer.Option("--config", help="Study config YAML.")
-    ] = DEFAULT_OPTIMIZE_CONFIG,
+        str | None, typer.Option("--config", help="Study config YAML. [default: the task's]")
+    ] = None,
     data: DataOption = None,
     tags: TagsOption = None,
     n_trials: Annotated[
@@ -360,21 +395,23 @@ def optimize_command(
     """
     import optuna
 
-    from tagifai import jobs, optimize, tracking
-    from tagifai.config import load_optimize_config
+    from tagifai import jobs, study, tracking
+    from tagifai import workers as local
+    from tagifai.search import load_optimize_config
+    from tagifai.training import THREADS_ENV
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar tells the story
-
-    # 0 from `mlflow run`'s defaults means "not given" for these two.
-    study_config, base = load_optimize_config(
-        config,
+    # 0 and "" from `mlflow run`'s defaults mean "not given".
+    study_config, base, workload = load_optimize_config(
+        config or None,
+        task=task or None,
         n_trials=n_trials or None,
         timeout=timeout or None,
         study_name=study_name or None,
         storage=storage or None,
         seed=None if seed is None or seed < 0 else seed,
     )
-    data_path, tags_path = _data_sources(data, tags)
+    data_path, tags_path = _data_sources(workload, data, tags)
     dataset, splits = jobs.load_data(base, data_path, tags_path)
     if os.environ.get(THREADS_ENV):
         import torch
@@ -382,69 +419,46 @@ def optimize_command(
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
     tracking.configure()
     tracking.check_reachable()
-    helpers: list[subprocess.Popen[bytes]] = []
     if workers > 1:
-        import torch
-
-        # Share the cores: N workers with torch's default threads each would oversubscribe.
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        torch.set_num_threads(threads)
-        optimize.open_study(study_config, storage or None)  # creates the schema once
-        # The helpers get this process's resolved settings, so all workers agree, and a
-        # seed of their own: with one seed they would all sample the same start-up trials.
-        command = [
-            *(sys.executable, "-m", "tagifai.cli", "optimize", "--config", str(config)),
-            *("--data", data_path, "--study-name", study_config.study_name),
-            *("--n-trials", str(study_config.n_trials)),
-            *(("--tags", tags_path) if tags_path else ()),
-            *(("--storage", storage) if storage else ()),
-            *(("--timeout", str(study_config.timeout)) if study_config.timeout else ()),
-        ]
-        env = {**os.environ, WORKER_ENV: "1", THREADS_ENV: str(threads)}
-        helpers = [
-            subprocess.Popen([*command, "--seed", str((study_config.seed + i) % 2**32)], env=env)
-            for i in range(1, workers)
-        ]
-    try:
-        with _progress() as progress:
-            task_id = progress.add_task(
-                f"study {study_config.study_name}", total=study_config.n_trials
-            )
-            result = optimize.run_study(
-                study_config,
-                base,
-                dataset,
-                splits,
-                tags_path,
-                storage=storage or None,
-                on_trial=lambda done, total: progress.update(task_id, completed=done, total=total),
-            )
-    except BaseException:
-        for helper in helpers:  # Ctrl-C, SIGTERM or an error here: stop the helpers too
-            helper.send_signal(signal.SIGTERM)
-        raise
-    finally:
-        codes = [helper.wait() for helper in helpers]
-    if any(codes):
-        raise TagifaiError(f"optimize: {sum(1 for c in codes if c)} worker(s) failed: exit {codes}")
-    if os.environ.get(WORKER_ENV) == "1":
+        study.open_study(study_config, storage or None)  # creates the schema once
+    # The helpers get this process's resolved settings, so all workers agree.
+    helper_command = [
+        *("optimize", "--task", workload.name),
+        *(("--config", config) if config else ()),
+        *(("--data", data_path) if data_path else ()),
+        *(("--tags", tags_path) if tags_path else ()),
+        *("--study-name", study_config.study_name, "--n-trials", str(study_config.n_trials)),
+        *(("--storage", storage) if storage else ()),
+        *(("--timeout", str(study_config.timeout)) if study_config.timeout else ()),
+    ]
+    with local.local_workers(workers, helper_command, study_config.seed), _progress() as progress:
+        task_id = progress.add_task(f"study {study_config.study_name}", total=study_config.n_trials)
+        result = study.run_study(
+            study_config,
+            base,
+            dataset,
+            splits,
+            storage=storage or None,
+            best_params_file=workload.best_params_file,
+            on_trial=lambda done, total: progress.update(task_id, completed=done, total=total),
+        )
+    if local.is_helper():
         return  # the process that started this helper reports
-    study = result.study
-    states = [t.state.name for t in study.trials]
+    states = [t.state.name for t in result.study.trials]
     if result.trials_run == 0:
         console.print(
-            f"study {study.study_name!r} already has {study_config.n_trials} finished trials: "
-            "nothing to do (raise --n-trials to run more)"
+            f"study {result.study.study_name!r} already has {study_config.n_trials} finished "
+            "trials: nothing to do (raise --n-trials to run more)"
         )
     console.print(
-        f"study {study.study_name!r}: {states.count('COMPLETE')} complete, "
+        f"study {result.study.study_name!r}: {states.count('COMPLETE')} complete, "
         f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed; "
         f"parent run {result.parent_run_id}; {result.seconds:.1f}s"
     )
-    if result.best_params is not None:
+    if result.best is not None:
         console.print(
-            f"best {study_config.metric} = {result.best_params['value']:.4f} "
-            f"(trial {result.best_params['trial_number']}); params in config/best_params.json"
+            f"best {study_config.metric} = {result.best.value:.4f} "
+            f"(trial {result.best.trial_number}); params in {workload.best_params_file}"
         )
 
 
@@ -455,37 +469,33 @@ def summarize_command(
         str | None, typer.Option("--storage", help="Optuna storage URL. [default: local sqlite]")
     ] = None,
 ) -> None:
-    """Write a study's summary to its parent run and config/best_params.json.
+    """Write a study's summary to its parent run and its task's config/best_params*.json.
 
     Workers write it themselves when the study completes; this is for a summary
     that was cut short (a killed process) or wanted before the study ends.
     """
-    from tagifai import optimize, tracking
-    from tagifai.config import OptimizeConfig
+    import optuna
+
+    from tagifai import study, tracking
+    from tagifai.search import OptimizeConfig
 
     if not study_name.strip():
         raise TagifaiError("--study: give the name of a study")
     tracking.configure(read_only=True)
     config = OptimizeConfig(study_name=study_name, storage=storage)
-    url = optimize.storage_url(config)
+    url = study.storage_url(config)
     try:
-        study = optuna_load(study_name, optimize.make_storage(url, config))
+        loaded = optuna.load_study(study_name=study_name, storage=study.make_storage(url, config))
     except KeyError:
         raise TagifaiError(f"--study: no study {study_name!r} in {url}") from None
-    payload = optimize.write_summary(study)
-    if payload is None:
+    workload = _workload(str(loaded.user_attrs.get("task", "text")))
+    best = study.write_summary(loaded, workload.best_params_file)
+    if best is None:
         raise TagifaiError(f"study {study_name!r} has no completed trial to summarise")
     console.print(
-        f"best {payload['metric']} = {payload['value']:.4f} (trial {payload['trial_number']}); "
-        "params in config/best_params.json"
+        f"best {best.metric} = {best.value:.4f} (trial {best.trial_number}); "
+        f"params in {workload.best_params_file}"
     )
-
-
-def optuna_load(study_name: str, storage: Any) -> Any:
-    """Load an existing study (``KeyError`` if there is none)."""
-    import optuna
-
-    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 @command("init-experiment")

@@ -7,6 +7,6 @@ when a model is logged and when it is loaded.
 
 import mlflow
 
-from tagifai.predict import TagifaiPyfunc
+from tagifai.pyfunc import TagifaiPyfunc
 
 mlflow.models.set_model(TagifaiPyfunc())

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from helpers import REPO, TINY
+from helpers import TINY
 
-from tagifai.config import SAMPLE_PROJECTS, SAMPLE_TAGS, Params
+from tagifai.workloads.text import WORKLOAD as TEXT
+from tagifai.workloads.text.params import TextParams
 
 
 @pytest.fixture
@@ -45,14 +46,13 @@ def experiment_name() -> str:
 
 
 @pytest.fixture
-def tiny_params() -> Params:
-    """Params that train in about a second on the sample data."""
-    base = json.loads((REPO / "config" / "params.json").read_text())
-    return Params.model_validate({**base, **TINY})
+def tiny_params() -> TextParams:
+    """Text params that train in about a second on the sample data."""
+    return TextParams.model_validate(TINY)
 
 
 @pytest.fixture
-def tiny_params_file(tmp_path: Path, tiny_params: Params) -> Path:
+def tiny_params_file(tmp_path: Path, tiny_params: TextParams) -> Path:
     """``tiny_params`` as a JSON file."""
     path = tmp_path / "tiny_params.json"
     path.write_text(json.dumps(tiny_params.model_dump(mode="json")))
@@ -62,4 +62,6 @@ def tiny_params_file(tmp_path: Path, tiny_params: Params) -> Path:
 @pytest.fixture
 def sample_paths() -> tuple[str, str]:
     """The shipped sample data and taxonomy."""
-    return str(SAMPLE_PROJECTS), str(SAMPLE_TAGS)
+    data, tags = TEXT.default_data()
+    assert data is not None and tags is not None
+    return data, tags

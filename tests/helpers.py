@@ -8,19 +8,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Params overrides that train in about a second on the sample data.
+# Text params that train in about a second on the sample data.
 TINY = {
-    "architecture": "ngram",
-    "max_ngrams": 4096,
+    "task": "text",
+    "model": {
+        "architecture": "ngram",
+        "max_ngrams": 4096,
+        "embedding_dim": 32,
+        "hidden_dim": 32,
+        "dropout_p": 0.0,
+        "lr": 0.05,
+        "num_epochs": 3,
+        "patience": 2,
+        "batch_size": 64,
+    },
+}
+# The same size for the CNN.
+TINY_CNN = {
+    "architecture": "cnn",
     "embedding_dim": 32,
     "hidden_dim": 32,
-    "dropout_p": 0.0,
     "num_filters": 8,
     "max_filter_size": 2,
+    "dropout_p": 0.0,
     "lr": 0.05,
     "num_epochs": 3,
     "patience": 2,
-    "batch_size": 64,
 }
 
 

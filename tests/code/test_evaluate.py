@@ -1,11 +1,16 @@
-"""Tests of tagifai.evaluate against small examples computed by hand."""
+"""Tests of tagifai.workloads.text.evaluate against small examples computed by hand."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from tagifai import evaluate
+from tagifai.workloads.base import DecisionRule
+from tagifai.workloads.text import evaluate
+from tagifai.workloads.text.params import TextData, TextParams
 
 # Thresholds: 4 rows x 3 classes; class 2 has no positive example.
 Y_VAL = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0]])
@@ -137,3 +142,38 @@ def test_get_metrics_slices():
 
 def test_get_metrics_without_slices():
     assert evaluate.get_metrics(Y_TRUE, Y_PRED, CLASSES)["slices"] == {}
+
+
+def test_evaluate_predictor_uses_the_predictors_rule_and_slices():
+    """Test rows are scored at the predictor's tuned cut-offs, with slices from its params."""
+    frame = pd.DataFrame(
+        {
+            "text": ["one two", "a b c", " ".join(["w"] * 9), "x y"],
+            "tags": [["cv", "rl"], ["nlp", "rl"], ["cv", "nlp"], ["rl"]],  # Y_TRUE
+        }
+    )
+    probs = np.array(
+        [[0.9, 0.1, 0.3], [0.2, 0.7, 0.8], [0.6, 0.3, 0.9], [0.1, 0.2, 0.55]],
+        dtype=np.float32,
+    )
+    cut = (0.5, 0.6, 0.5)  # per class: gives Y_PRED
+    params = TextParams(data=TextData(short_text_words=2))
+    predictor = SimpleNamespace(
+        classes=CLASSES,
+        params=params,
+        decision=DecisionRule(kind="threshold", thresholds=cut),
+        predict_proba=lambda texts: probs[: len(texts)],
+    )
+    np.testing.assert_array_equal(evaluate.apply_threshold(probs, np.array(cut)), Y_PRED)
+    metrics = evaluate.evaluate_predictor(predictor, frame)
+    masks = evaluate.slice_masks(frame["text"].tolist(), Y_TRUE, short_words=2)
+    assert metrics == evaluate.get_metrics(Y_TRUE, Y_PRED, CLASSES, masks)
+    assert metrics["overall"]["f1"] == pytest.approx(16 / 21)
+    assert metrics["slices"]["short_text"]["num_samples"] == 2  # "one two", "x y"
+    assert metrics["slices"]["long_text"]["num_samples"] == 1
+
+    # One global cut-off of 0.95 predicts nothing: every score falls to 0.
+    strict = SimpleNamespace(
+        **{**vars(predictor), "decision": DecisionRule(kind="threshold", thresholds=(0.95,))}
+    )
+    assert evaluate.evaluate_predictor(strict, frame)["overall"]["f1"] == 0.0

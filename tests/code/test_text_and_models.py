@@ -1,18 +1,28 @@
-"""Tests of the text task (tokenizers, raw input checks) and the two networks' shapes."""
+"""Tests of the text workload's encoders (tokenizers, raw input checks) and its networks."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import TINY_CNN
 
-from tagifai.config import Params
 from tagifai.errors import TagifaiError
-from tagifai.models import NgramBag, TextCNN, TfidfLinear
-from tagifai.text import MAX_TEXT_CHARS, NgramVocab, TextTask, Tokenizer
+from tagifai.workloads.text import WORKLOAD
+from tagifai.workloads.text.encoders import (
+    MAX_TEXT_CHARS,
+    NgramVocab,
+    Tokenizer,
+    clean_payload,
+    fit_encoder,
+    load_encoder,
+)
+from tagifai.workloads.text.models import NgramBag, TextCNN, TfidfLinear, build_model
+from tagifai.workloads.text.params import TextData, TextParams
 
 TEXTS = ["deep image model", "image segmentation model", "text model"]
 
@@ -79,10 +89,10 @@ def test_tokenizer_char_level():
 
 @pytest.mark.parametrize("char_level", [False, True])
 def test_tokenizer_state_round_trip(char_level):
-    task = TextTask()
     tokenizer = Tokenizer(char_level=char_level, max_length=5).fit(TEXTS)
     state = json.loads(json.dumps(tokenizer.to_dict()))  # as written to encoder.json
-    restored = task.load_encoder(state)
+    assert state["kind"] == "tokenizer"
+    restored = WORKLOAD.load_encoder(state)
     assert isinstance(restored, Tokenizer)
     assert restored.char_level == char_level and restored.max_length == 5
     probe = [*TEXTS, "unseen words here", "model"]
@@ -162,44 +172,55 @@ def test_ngram_vocab_state_round_trip():
     vocab = NgramVocab.fit(NGRAM_TEXTS, max_size=10_000)
     state = json.loads(json.dumps(vocab.to_dict()))
     assert state["kind"] == "ngram_vocab"
-    restored = TextTask().load_encoder(state)
+    restored = WORKLOAD.load_encoder(state)
     assert isinstance(restored, NgramVocab)
     probe = [*NGRAM_TEXTS, "unseen graph words"]
     np.testing.assert_array_equal(restored.encode(probe), vocab.encode(probe))
     assert restored.idf == pytest.approx(vocab.idf, abs=1e-6)
 
 
-# --- TextTask.inputs_from_raw --------------------------------------------------------
+# --- WORKLOAD.inputs_from_raw -------------------------------------------------------
 
-PARAMS = Params()
+PARAMS = TextParams()
+
+
+def for_params(params: TextParams) -> SimpleNamespace:
+    """What inputs_from_raw reads of a predictor: its params."""
+    return SimpleNamespace(params=params)
+
+
+PREDICTOR = for_params(PARAMS)
 
 
 def test_inputs_from_raw_text_column():
     raw = pd.DataFrame({"text": ["Hello, World!", "GPT-2 rocks"]})
-    assert TextTask().inputs_from_raw(raw, PARAMS) == ["hello world", "gpt 2 rocks"]
+    assert WORKLOAD.inputs_from_raw(raw, PREDICTOR) == ["hello world", "gpt 2 rocks"]
 
 
 def test_inputs_from_raw_title_and_description():
     raw = pd.DataFrame({"title": ["Chat Bot", "Detector"], "description": ["Talks.", None]})
-    assert TextTask().inputs_from_raw(raw, PARAMS) == ["chat bot talks", "detector"]
+    assert WORKLOAD.inputs_from_raw(raw, PREDICTOR) == ["chat bot talks", "detector"]
 
 
 @pytest.mark.parametrize("column", ["title", "description"])
 def test_inputs_from_raw_one_of_title_description(column):
     raw = pd.DataFrame({column: ["Graph Nets"]})
-    assert TextTask().inputs_from_raw(raw, PARAMS) == ["graph nets"]
+    assert WORKLOAD.inputs_from_raw(raw, PREDICTOR) == ["graph nets"]
 
 
 def test_inputs_from_raw_follows_params():
     raw = pd.DataFrame({"text": ["The Best Model"]})
-    params = Params(lower=False, stopwords=True)
-    assert TextTask().inputs_from_raw(raw, params) == ["Best Model"]
+    params = TextParams(data=TextData(lower=False, stopwords=True))
+    assert WORKLOAD.inputs_from_raw(raw, for_params(params)) == ["Best Model"]
+    # The workload reads only the params' data preparation.
+    assert clean_payload(raw, params.data) == ["Best Model"]
+    assert clean_payload(raw, TextData()) == ["the best model"]
 
 
 def test_inputs_from_raw_missing_columns():
     raw = pd.DataFrame({"body": ["text"]})
     with pytest.raises(TagifaiError) as info:
-        TextTask().inputs_from_raw(raw, PARAMS)
+        WORKLOAD.inputs_from_raw(raw, PREDICTOR)
     assert str(info.value) == (
         "input: expected a 'text' column or 'title'/'description' columns, got ['body']"
     )
@@ -221,13 +242,13 @@ def test_inputs_from_raw_missing_columns():
 )
 def test_inputs_from_raw_bad_values(raw, expected):
     with pytest.raises(TagifaiError) as info:
-        TextTask().inputs_from_raw(raw, PARAMS)
+        WORKLOAD.inputs_from_raw(raw, PREDICTOR)
     assert str(info.value) == expected
 
 
 def test_inputs_from_raw_truncates_long_text():
     raw = pd.DataFrame({"text": ["ab " * MAX_TEXT_CHARS]})  # 30,000 characters
-    (text,) = TextTask().inputs_from_raw(raw, PARAMS)
+    (text,) = WORKLOAD.inputs_from_raw(raw, PREDICTOR)
     words = text.split()
     assert len(words) == -(-MAX_TEXT_CHARS // 3)  # ceil: the cut may halve the last word
     assert len(text) <= MAX_TEXT_CHARS
@@ -324,13 +345,64 @@ def test_tfidf_linear_without_nb_scale_has_no_class_scale():
     assert model.class_scale is None
 
 
+# Small layers per architecture: each declares only its own knobs.
+SMALL = {
+    "linear": {"architecture": "linear", "max_ngrams": 500},
+    "ngram": {"architecture": "ngram", "embedding_dim": 8, "hidden_dim": 8, "max_ngrams": 500},
+    "cnn": {"architecture": "cnn", "embedding_dim": 8, "hidden_dim": 8, "num_filters": 4},
+}
+
+
 @pytest.mark.parametrize("architecture", ["cnn", "ngram", "linear"])
 def test_build_model_from_params(architecture):
-    params = Params(architecture=architecture, embedding_dim=8, hidden_dim=8, num_filters=4)
-    task = TextTask()
-    encoder = task.fit_encoder(TEXTS, params)
-    model = task.build_model(params, encoder, num_classes=3).eval()
+    params = TextParams.model_validate({"model": SMALL[architecture]})
+    encoder = fit_encoder(params, TEXTS)
+    expected_encoder = Tokenizer if architecture == "cnn" else NgramVocab
+    assert isinstance(encoder, expected_encoder)
+    model = WORKLOAD.build_model(params, encoder, num_classes=3).eval()
     expected = {"ngram": NgramBag, "cnn": TextCNN, "linear": TfidfLinear}[architecture]
     assert isinstance(model, expected)
     ids = torch.from_numpy(encoder.encode(TEXTS))
     assert model(ids).shape == (3, 3)
+    # A fresh model each call, built the same way as the workload's.
+    assert type(build_model(params, encoder, num_classes=3)) is expected
+
+
+def test_build_model_follows_the_architecture_params():
+    cnn = TextParams.model_validate({"model": TINY_CNN})
+    tokenizer = fit_encoder(cnn, TEXTS)
+    assert isinstance(tokenizer, Tokenizer)
+    assert tokenizer.max_length == cnn.model.max_length
+    assert tokenizer.char_level is False
+    model = build_model(cnn, tokenizer, num_classes=4)
+    assert isinstance(model, TextCNN)
+    assert model.embeddings.weight.shape == (len(tokenizer), TINY_CNN["embedding_dim"])
+    assert model.filter_sizes == (1, 2)  # max_filter_size 2
+    assert [conv.out_channels for conv in model.conv] == [TINY_CNN["num_filters"]] * 2
+    assert model.fc1.out_features == TINY_CNN["hidden_dim"]
+    assert model.fc2.out_features == 4
+
+    chars = cnn.model_copy(
+        update={"model": cnn.model.model_copy(update={"char_level": True, "min_token_freq": 2})}
+    )
+    char_tokenizer = fit_encoder(chars, TEXTS)
+    assert isinstance(char_tokenizer, Tokenizer) and char_tokenizer.char_level
+    # Characters seen at least twice in TEXTS, plus <pad> and <unk>.
+    counts = pd.Series(list("".join(TEXTS))).value_counts()
+    assert len(char_tokenizer) == 2 + int((counts >= 2).sum())
+
+    linear = TextParams.model_validate({"model": {"architecture": "linear", "max_ngrams": 3}})
+    vocab = fit_encoder(linear, TEXTS)
+    assert isinstance(vocab, NgramVocab)
+    assert len(vocab.words) == 3 and len(vocab.chars) == 3
+    tfidf = build_model(linear, vocab, num_classes=2)
+    assert isinstance(tfidf, TfidfLinear)
+    assert tfidf.nb_scale is linear.model.nb_scale is True
+    assert tfidf.weights.weight.shape == (vocab.vocab_size, 2)
+
+
+def test_load_encoder_restores_either_kind():
+    tokenizer = Tokenizer(char_level=False, max_length=4).fit(TEXTS)
+    vocab = NgramVocab.fit(TEXTS, max_size=50)
+    assert isinstance(load_encoder(tokenizer.to_dict()), Tokenizer)
+    assert isinstance(load_encoder(vocab.to_dict()), NgramVocab)

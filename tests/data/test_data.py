@@ -1,4 +1,4 @@
-"""Tests of tagifai.data: reading, validating, preparing and splitting projects."""
+"""Tests of tagifai.workloads.text.data: reading, validating, preparing and splitting projects."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tagifai import data
-from tagifai.config import DEFAULT_PARAMS_FILE, SAMPLE_PROJECTS, SAMPLE_TAGS, Params, load_params
+from tagifai.config import SAMPLE_DATA_DIR
 from tagifai.errors import TagifaiError
+from tagifai.search import load_params_file
+from tagifai.workloads.text import WORKLOAD, data
+from tagifai.workloads.text.params import TextData, TextParams
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_PROJECTS = SAMPLE_DATA_DIR / "projects.json"
+SAMPLE_TAGS = SAMPLE_DATA_DIR / "tags.json"
 
 PROJECTS = [
     {"id": 1, "title": "Image Classifier", "description": "CNN on photos.", "tags": ["cv"]},
@@ -281,7 +285,7 @@ def test_load_taxonomy_unknown_parent_strict(tmp_path):
 def test_load_taxonomy_unknown_parent_lenient(tmp_path, caplog):
     rows = [{"tag": "nlp"}, {"tag": "transformers", "parents": ["nlp", "attention"]}]
     path = write_json(tmp_path / "tags.json", rows)
-    with caplog.at_level(logging.WARNING, logger="tagifai.data"):
+    with caplog.at_level(logging.WARNING, logger="tagifai.workloads.text.data"):
         taxonomy = data.load_taxonomy(path, strict_parents=False)
     assert taxonomy.parents["transformers"] == ("nlp",)
     assert "attention" in caplog.text
@@ -345,7 +349,7 @@ def test_prepare_aliases_taxonomy_exclusions_and_counts():
             ("Mystery", ["unknown-tag"]),  # only a tag outside the taxonomy: dropped
         ]
     )
-    params = Params(min_tag_freq=1, exclude_tags=("python",))
+    params = TextData(min_tag_freq=1, exclude_tags=("python",))
     dataset = data.prepare(projects, taxonomy, params, source="mem")
     assert dataset.classes == ["cv", "nlp"]
     assert dataset.frame["id"].tolist() == [1, 2, 3, 4]
@@ -373,7 +377,7 @@ def test_prepare_min_tag_freq_drops_rare_tags_and_emptied_projects():
             ("e", ["rare-only"]),
         ]
     )
-    params = Params(min_tag_freq=2, exclude_tags=())
+    params = TextData(min_tag_freq=2, exclude_tags=())
     dataset = data.prepare(projects, None, params)
     assert dataset.classes == ["common", "other"]
     assert dataset.frame["id"].tolist() == [1, 2, 3, 4]
@@ -400,14 +404,14 @@ def test_prepare_add_parent_tags():
         parents={"nlp": (), "transformers": ("nlp",)},
     )
     projects = make_projects([("bert", ["transformers"]), ("rnn", ["nlp"])])
-    params = Params(min_tag_freq=1, exclude_tags=(), add_parent_tags=True)
+    params = TextData(min_tag_freq=1, exclude_tags=(), add_parent_tags=True)
     dataset = data.prepare(projects, taxonomy, params)
     assert dataset.frame["tags"].tolist() == [["nlp", "transformers"], ["nlp"]]
 
 
 def test_prepare_stopwords_and_case_follow_params():
     projects = make_projects([("The BEST Model", ["a"]), ("Of All", ["b"]), ("Fine Tuning", ["b"])])
-    dataset = data.prepare(projects, None, Params(min_tag_freq=1, lower=False, stopwords=True))
+    dataset = data.prepare(projects, None, TextData(min_tag_freq=1, lower=False, stopwords=True))
     # "Of All" is only stopwords: the project is left with no text and dropped.
     assert dataset.frame["text"].tolist() == ["BEST Model", "Fine Tuning"]
     assert dataset.frame["id"].tolist() == [1, 3]
@@ -421,7 +425,7 @@ def test_prepare_stopwords_and_case_follow_params():
     ],
 )
 def test_prepare_fewer_than_two_classes(rows, min_freq):
-    params = Params(min_tag_freq=min_freq)
+    params = TextData(min_tag_freq=min_freq)
     with pytest.raises(TagifaiError) as info:
         data.prepare(make_projects(rows), None, params, source="tiny.json")
     message = str(info.value)
@@ -434,16 +438,18 @@ def test_prepare_fewer_than_two_classes(rows, min_freq):
 
 
 @pytest.fixture(scope="module")
-def sample() -> tuple[data.Dataset, Params]:
-    params = load_params(REPO_ROOT / DEFAULT_PARAMS_FILE)
+def sample() -> tuple[data.Dataset, TextParams]:
+    """The shipped sample, prepared with the repo's default params."""
+    params = load_params_file(WORKLOAD, REPO_ROOT / "config" / "params.json")
+    assert isinstance(params, TextParams)
     projects = data.load_projects(SAMPLE_PROJECTS)
-    taxonomy = data.load_taxonomy(SAMPLE_TAGS, strict_parents=params.add_parent_tags)
-    return data.prepare(projects, taxonomy, params, source=str(SAMPLE_PROJECTS)), params
+    taxonomy = data.load_taxonomy(SAMPLE_TAGS, strict_parents=params.data.add_parent_tags)
+    return data.prepare(projects, taxonomy, params.data, source=str(SAMPLE_PROJECTS)), params
 
 
 def test_split_sizes_and_no_overlap(sample):
     dataset, params = sample
-    splits = data.split(dataset, params)
+    splits = data.split(dataset, params.data, params.seed)
     ids = [set(part["id"]) for part in (splits.train, splits.val, splits.test)]
     sizes = [len(part) for part in (splits.train, splits.val, splits.test)]
     assert sum(sizes) == len(dataset.frame)
@@ -452,23 +458,35 @@ def test_split_sizes_and_no_overlap(sample):
     assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
     # Multi-label stratification trades a few rows of size for label balance.
     n = len(dataset.frame)
-    assert abs(sizes[0] - params.train_size * n) <= 0.02 * n
-    assert abs(sizes[1] - params.val_size * n) <= 0.02 * n
+    assert abs(sizes[0] - params.data.train_size * n) <= 0.02 * n
+    assert abs(sizes[1] - params.data.val_size * n) <= 0.02 * n
     assert min(sizes) > 0
 
 
 def test_split_seeded(sample):
     dataset, params = sample
-    first, again = data.split(dataset, params), data.split(dataset, params)
-    other = data.split(dataset, params.model_copy(update={"seed": params.seed + 1}))
+    first = data.split(dataset, params.data, params.seed)
+    again = data.split(dataset, params.data, params.seed)
+    other = data.split(dataset, params.data, params.seed + 1)
     for name in ("train", "val", "test"):
         pd.testing.assert_frame_equal(getattr(first, name), getattr(again, name))
     assert set(first.test["id"]) != set(other.test["id"])
+    assert first.test_digest == again.test_digest != other.test_digest
+
+
+def test_workload_split_uses_the_params_seed_and_sizes(sample):
+    dataset, params = sample
+    splits = WORKLOAD.split(dataset, params)
+    expected = data.split(dataset, params.data, params.seed)
+    for name in ("train", "val", "test"):
+        pd.testing.assert_frame_equal(getattr(splits, name), getattr(expected, name))
+    reseeded = WORKLOAD.split(dataset, params.model_copy(update={"seed": params.seed + 1}))
+    assert set(reseeded.test["id"]) != set(splits.test["id"])
 
 
 def test_split_every_class_in_train(sample):
     dataset, params = sample
-    splits = data.split(dataset, params)
+    splits = data.split(dataset, params.data, params.seed)
     train_tags = {tag for row in splits.train["tags"] for tag in row}
     assert train_tags == set(dataset.classes)
 
@@ -482,42 +500,58 @@ def test_split_any_row_count(sample, n):
     sized = data.Dataset(frame, dataset.classes, dataset.counts, "sized.json", "digest")
     if n < 100:  # few rows, many tags: stratifying may leave a split empty, said in one line
         try:
-            splits = data.split(sized, params)
+            splits = data.split(sized, params.data, params.seed)
         except TagifaiError as exc:
             assert f"sized.json: {n} projects are too few to split" in str(exc)
             assert "a split came out empty" in str(exc)  # n >= 10 passes the size check
             return
     else:
-        splits = data.split(sized, params)
+        splits = data.split(sized, params.data, params.seed)
     sizes = [len(part) for part in (splits.train, splits.val, splits.test)]
     assert sum(sizes) == n and min(sizes) > 0, sizes
 
 
 def test_split_too_few_rows():
     projects = make_projects([(f"text {i}", ["a" if i % 2 else "b"]) for i in range(6)])
-    dataset = data.prepare(projects, None, Params(min_tag_freq=1), source="six.json")
+    dataset = data.prepare(projects, None, TextData(min_tag_freq=1), source="six.json")
     with pytest.raises(TagifaiError, match=r"six\.json: 6 projects are too few to split"):
-        data.split(dataset, Params(min_tag_freq=1))
+        data.split(dataset, TextData(min_tag_freq=1), seed=0)
 
 
 # --- the shipped sample --------------------------------------------------------------
 
 
 def test_sample_data_is_big_enough_and_multi_label(sample):
-    dataset, _ = sample
+    dataset, params = sample
     assert dataset.counts["projects_in"] >= 300
     assert len(dataset.classes) >= 8
     assert dataset.frame["id"].is_unique
     assert (dataset.frame["tags"].map(len) >= 2).any()
     assert all(set(tags) <= set(dataset.classes) for tags in dataset.frame["tags"])
     counts = pd.Series([tag for row in dataset.frame["tags"] for tag in row]).value_counts()
-    assert counts.min() >= 30  # min_tag_freq of config/params.json
+    assert params.data.min_tag_freq == 30  # the default of config/params.json
+    assert counts.min() >= params.data.min_tag_freq
 
 
 def test_sample_taxonomy_is_strictly_valid():
     taxonomy = data.load_taxonomy(SAMPLE_TAGS, strict_parents=True)
     assert len(taxonomy.tags) >= 8
     assert all(tag in taxonomy.tags for tag in taxonomy.aliases.values())
+
+
+def test_workload_load_data_defaults_to_the_sample_and_records_the_taxonomy(sample):
+    dataset, params = sample
+    assert WORKLOAD.default_data() == (str(SAMPLE_PROJECTS), str(SAMPLE_TAGS))
+    loaded = WORKLOAD.load_data(None, None, params)
+    assert loaded.source == str(SAMPLE_PROJECTS)
+    assert loaded.extra_source == str(SAMPLE_TAGS)
+    assert loaded.digest == dataset.digest
+    assert loaded.classes == dataset.classes
+    # Without a taxonomy every tag is kept as written, so the prepared data differ.
+    untaxed = WORKLOAD.load_data(str(SAMPLE_PROJECTS), None, params)
+    assert untaxed.extra_source is None
+    assert untaxed.source == str(SAMPLE_PROJECTS)
+    assert untaxed.digest != dataset.digest
 
 
 # --- URLs ----------------------------------------------------------------------------
@@ -531,7 +565,7 @@ def sample_server() -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    handler = functools.partial(Quiet, directory=str(SAMPLE_PROJECTS.parent))
+    handler = functools.partial(Quiet, directory=str(SAMPLE_DATA_DIR))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -8,26 +8,24 @@ model got wrong.
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 from helpers import REPO
 
-from tagifai import data
-from tagifai.config import SAMPLE_PROJECTS, SAMPLE_TAGS, Params
 from tagifai.predict import Predictor
-from tagifai.task import get_task
-from tagifai.train import train
+from tagifai.search import load_params_file
+from tagifai.training import NullReporter
+from tagifai.workloads.text import WORKLOAD
 
 pytestmark = pytest.mark.training
 
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    params = Params.model_validate(json.loads((REPO / "config" / "params.json").read_text()))
-    dataset = get_task(params.task).load(str(SAMPLE_PROJECTS), str(SAMPLE_TAGS), params)
-    return train(params, dataset, data.split(dataset, params)).predictor
+    params = load_params_file(WORKLOAD, REPO / "config" / "params.json")
+    dataset = WORKLOAD.load_data(None, None, params)  # the shipped sample and its taxonomy
+    result = WORKLOAD.train(params, dataset, WORKLOAD.split(dataset, params), NullReporter())
+    return Predictor(params, dataset.classes, result.encoder, result.model, result.decision)
 
 
 def _tags(predictor: Predictor, text: str) -> list[str]:

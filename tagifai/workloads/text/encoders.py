@@ -1,8 +1,7 @@
-"""The text-tagging task: tokenizers and the glue from project text to tensors."""
+"""Text encoders: the token and n-gram vocabularies, and cleaning a prediction payload."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections import Counter
@@ -11,14 +10,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
-from tagifai import data
-from tagifai.config import Params
 from tagifai.errors import TagifaiError
-from tagifai.models import NgramBag, TextCNN, TfidfLinear
+from tagifai.workloads.text import data
+from tagifai.workloads.text.params import TextData, TextParams
 
-__all__ = ["MAX_TEXT_CHARS", "NgramVocab", "TextTask", "Tokenizer"]
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "NgramVocab",
+    "Tokenizer",
+    "clean_payload",
+    "fit_encoder",
+    "load_encoder",
+]
 
 PAD, UNK = "<pad>", "<unk>"
 # Prediction inputs longer than this are cut: a documented limit that keeps a
@@ -205,86 +209,32 @@ def _most_frequent(counts: Counter[str], limit: int) -> list[str]:
     return sorted(counts, key=lambda gram: (-counts[gram], gram))[:limit]
 
 
-class TextTask:
-    """Project title + description in, tags out."""
+def clean_payload(raw: pd.DataFrame, prep: TextData) -> list[str]:
+    """Cleaned texts of a payload with a ``text`` column or ``title`` + ``description`` columns.
 
-    name = "text"
-
-    def load(self, data_location: str, tags: str | None, params: Params) -> data.Dataset:
-        """Read projects (and the optional taxonomy) and prepare them."""
-        projects = data.load_projects(data_location)
-        taxonomy = data.load_taxonomy(tags, strict_parents=params.add_parent_tags) if tags else None
-        dataset = data.prepare(projects, taxonomy, params, source=str(data_location))
-        return dataclasses.replace(dataset, tags_source=tags)
-
-    def inputs(self, frame: pd.DataFrame) -> list[Any]:
-        """The cleaned texts of a prepared frame."""
-        return frame["text"].tolist()
-
-    def inputs_from_raw(self, raw: pd.DataFrame, params: Params) -> list[Any]:
-        """Clean a payload with a ``text`` column or ``title`` + ``description`` columns."""
-        if "text" in raw.columns:
-            texts = raw["text"]
-        elif "title" in raw.columns or "description" in raw.columns:
-            title = raw["title"] if "title" in raw.columns else pd.Series([""] * len(raw))
-            desc = (
-                raw["description"] if "description" in raw.columns else pd.Series([""] * len(raw))
-            )
-            for name, column in (("title", title), ("description", desc)):
-                _check_strings(column, name)
-            texts = title.fillna("").str.cat(desc.fillna(""), sep=" ")
-        else:
-            raise TagifaiError(
-                f"input: expected a 'text' column or 'title'/'description' columns, "
-                f"got {list(raw.columns)}"
-            )
-        if len(texts) == 0:
-            raise TagifaiError("input: empty list of texts")
-        _check_strings(texts, "text")
-        return [
-            data.clean_text(text[:MAX_TEXT_CHARS], lower=params.lower, stopwords=params.stopwords)
-            for text in texts
-        ]
-
-    def fit_encoder(self, inputs: list[Any], params: Params) -> Tokenizer | NgramVocab:
-        """An n-gram vocabulary (linear, ngram) or a token vocabulary (cnn)."""
-        if params.architecture in ("linear", "ngram"):
-            return NgramVocab.fit(inputs, max_size=params.max_ngrams)
-        tokenizer = Tokenizer(char_level=params.char_level, max_length=params.max_length)
-        return tokenizer.fit(inputs, min_freq=params.min_token_freq)
-
-    def load_encoder(self, state: dict[str, Any]) -> Tokenizer | NgramVocab:
-        """Restore an encoder from its JSON state."""
-        if state["kind"] == "ngram_vocab":
-            return NgramVocab.from_dict(state)
-        return Tokenizer(state["char_level"], state["max_length"], dict(state["token_to_index"]))
-
-    def build_model(self, params: Params, encoder: Any, num_classes: int) -> nn.Module:
-        """The network named by ``params.architecture``."""
-        if params.architecture == "linear":
-            return TfidfLinear(
-                idf=encoder.idf,
-                num_word_features=encoder.num_word_features,
-                num_classes=num_classes,
-                nb_scale=params.nb_scale,
-            )
-        if params.architecture == "ngram":
-            return NgramBag(
-                vocab_size=encoder.vocab_size,
-                embedding_dim=params.embedding_dim,
-                hidden_dim=params.hidden_dim,
-                dropout_p=params.dropout_p,
-                num_classes=num_classes,
-            )
-        return TextCNN(
-            vocab_size=len(encoder),
-            embedding_dim=params.embedding_dim,
-            filter_sizes=params.filter_sizes,
-            num_filters=params.num_filters,
-            hidden_dim=params.hidden_dim,
-            dropout_p=params.dropout_p,
-            num_classes=num_classes,
+    Raises:
+        TagifaiError: Naming the row and column of the first bad value.
+    """
+    if "text" in raw.columns:
+        texts = raw["text"]
+    elif "title" in raw.columns or "description" in raw.columns:
+        title = raw["title"] if "title" in raw.columns else pd.Series([""] * len(raw))
+        desc = raw["description"] if "description" in raw.columns else pd.Series([""] * len(raw))
+        for name, column in (("title", title), ("description", desc)):
+            _check_strings(column, name)
+        texts = title.fillna("").str.cat(desc.fillna(""), sep=" ")
+    else:
+        raise TagifaiError(
+            f"input: expected a 'text' column or 'title'/'description' columns, "
+            f"got {list(raw.columns)!r:.200}"
         )
+    if len(texts) == 0:
+        raise TagifaiError("input: empty list of texts")
+    _check_strings(texts, "text")
+    return [
+        data.clean_text(text[:MAX_TEXT_CHARS], lower=prep.lower, stopwords=prep.stopwords)
+        for text in texts
+    ]
 
 
 def _check_strings(column: pd.Series, name: str) -> None:
@@ -295,3 +245,19 @@ def _check_strings(column: pd.Series, name: str) -> None:
             raise TagifaiError(f"input: row {row}: {name}: expected a string, got {value!r:.40}")
         if name == "text" and (value is None or not value.strip()):
             raise TagifaiError(f"input: row {row}: {name}: empty text")
+
+
+def load_encoder(state: dict[str, Any]) -> Tokenizer | NgramVocab:
+    """Restore an encoder from its JSON state."""
+    if state.get("kind") == "ngram_vocab":
+        return NgramVocab.from_dict(state)
+    return Tokenizer(state["char_level"], state["max_length"], dict(state["token_to_index"]))
+
+
+def fit_encoder(params: TextParams, texts: list[str]) -> Tokenizer | NgramVocab:
+    """An n-gram vocabulary (linear, ngram) or a token vocabulary (cnn), from training texts."""
+    model = params.model
+    if model.architecture == "cnn":
+        tokenizer = Tokenizer(char_level=model.char_level, max_length=model.max_length)
+        return tokenizer.fit(texts, min_freq=model.min_token_freq)
+    return NgramVocab.fit(texts, max_size=model.max_ngrams)

@@ -1,4 +1,4 @@
-"""Data: read Made-With-ML project files, validate them, prepare tags and split.
+"""Text data: read Made-With-ML project files, validate them, prepare tags and split.
 
 Raw data is never modified: every step returns new frames. Reading accepts
 ``projects.json`` (a list of ``{id, title, description, tags[]}``), the same as
@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tagifai.config import DATA_CACHE_DIR, Params
+from tagifai.config import DATA_CACHE_DIR
 from tagifai.errors import TagifaiError
 from tagifai.files import write_bytes_atomic
+from tagifai.workloads.text.params import TextData
 
 __all__ = [
     "Dataset",
@@ -39,6 +40,7 @@ __all__ = [
     "load_projects",
     "load_taxonomy",
     "prepare",
+    "read_batch",
     "split",
 ]
 
@@ -66,7 +68,7 @@ class Dataset:
         counts: Kept/dropped counts from preparation, for logging.
         source: Where the raw data came from (path or URL).
         digest: Short hash of the prepared rows: same digest, same data.
-        tags_source: Where the taxonomy came from, if one was used.
+        extra_source: Where the taxonomy came from, if one was used.
     """
 
     frame: pd.DataFrame
@@ -74,7 +76,7 @@ class Dataset:
     counts: dict[str, int]
     source: str
     digest: str
-    tags_source: str | None = None
+    extra_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -328,7 +330,7 @@ def clean_text(text: str, lower: bool = True, stopwords: bool = False) -> str:
     return " ".join(tokens)
 
 
-def _map_tags(tags: Iterable[str], taxonomy: Taxonomy | None, params: Params) -> list[str]:
+def _map_tags(tags: Iterable[str], taxonomy: Taxonomy | None, params: TextData) -> list[str]:
     """Canonical tags of one project: aliases resolved, unknown/excluded dropped."""
     mapped: list[str] = []
     for tag in tags:
@@ -346,7 +348,7 @@ def _map_tags(tags: Iterable[str], taxonomy: Taxonomy | None, params: Params) ->
 def prepare(
     projects: pd.DataFrame,
     taxonomy: Taxonomy | None,
-    params: Params,
+    params: TextData,
     source: str = "",
 ) -> Dataset:
     """Clean texts and filter tags as the original pipeline did.
@@ -416,12 +418,13 @@ def label_matrix(tags: Sequence[Sequence[str]], classes: Sequence[str]) -> np.nd
     return matrix
 
 
-def split(dataset: Dataset, params: Params) -> Splits:
+def split(dataset: Dataset, params: TextData, seed: int) -> Splits:
     """Split once into train / validation / test, seeded and multi-label stratified.
 
     Args:
         dataset: Prepared data.
-        params: ``train_size``, ``val_size`` (test gets the rest) and ``seed``.
+        params: ``train_size`` and ``val_size`` (test gets the rest).
+        seed: Seed of the shuffles.
 
     Returns:
         The three frames.
@@ -447,11 +450,11 @@ def split(dataset: Dataset, params: Params) -> Splits:
         # None: the rest, counted in whole rows. The float 1 - train_size (0.30000000000000004)
         # made scikit-learn ask for one row too many for most row counts that end in 0.
         test_size=None,
-        random_state=params.seed,
+        random_state=seed,
     )
     train_idx, rest_idx = next(first.split(np.zeros(len(frame)), labels))
     second = MultilabelStratifiedShuffleSplit(
-        n_splits=1, test_size=test_size / (1 - params.train_size), random_state=params.seed
+        n_splits=1, test_size=test_size / (1 - params.train_size), random_state=seed
     )
     val_pos, test_pos = next(second.split(np.zeros(len(rest_idx)), labels[rest_idx]))
     val_idx, test_idx = rest_idx[val_pos], rest_idx[test_pos]
@@ -466,3 +469,41 @@ def split(dataset: Dataset, params: Params) -> Splits:
         val=frame.iloc[np.sort(val_idx)].reset_index(drop=True),
         test=frame.iloc[np.sort(test_idx)].reset_index(drop=True),
     )
+
+
+# --- prediction payloads -------------------------------------------------------------
+
+
+def read_batch(path: Path) -> pd.DataFrame:
+    """Read a CSV or JSONL batch of inputs (``text`` or ``title``/``description``).
+
+    Raises:
+        TagifaiError: If the file is missing, not UTF-8 or not valid CSV/JSONL.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise TagifaiError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise TagifaiError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if path.suffix.lower() == ".csv":
+        try:
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise TagifaiError(f"{path}: invalid CSV ({str(exc).splitlines()[0]})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TagifaiError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+        if isinstance(row, str):
+            row = {"text": row}
+        if not isinstance(row, dict):
+            raise TagifaiError(f"{path}: line {number}: expected an object or a string")
+        rows.append(row)
+    if not rows:
+        raise TagifaiError(f"{path}: no inputs in file")
+    return pd.DataFrame(rows)

@@ -4,13 +4,16 @@ logistic regression on TF-IDF n-grams."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NgramBag", "TextCNN", "TfidfLinear"]
+from tagifai.workloads.base import Encoder
+from tagifai.workloads.text.encoders import NgramVocab, Tokenizer
+from tagifai.workloads.text.params import TextParams
+
+__all__ = ["NgramBag", "TextCNN", "TfidfLinear", "build_model"]
 
 
 class TextCNN(nn.Module):
@@ -101,9 +104,8 @@ class TfidfLinear(nn.Module):
     Each text's n-grams are weighted by their idf and L2-normalised per family
     (word and character n-grams separately), then one weight per n-gram and class
     is summed: the classic strong baseline for short texts, as a PyTorch module.
-    It is fitted full-batch with L-BFGS (:attr:`full_batch`), so the training loop
-    ignores ``optimizer``, ``lr``, ``batch_size`` and dropout for it; ``weight_decay``
-    is its L2 penalty.
+    It is fitted full-batch with L-BFGS (``fit_full_batch`` in
+    :mod:`tagifai.workloads.text.training`); ``weight_decay`` is its L2 penalty.
 
     With ``nb_scale`` (NBSVM, Wang & Manning 2012) each class sees its features
     scaled by their naive-Bayes log-count ratio while it is fitted (:meth:`begin_fit`):
@@ -117,8 +119,6 @@ class TfidfLinear(nn.Module):
         num_classes: Logits out.
         nb_scale: Fit with the naive-Bayes class scale.
     """
-
-    full_batch: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -196,3 +196,26 @@ class TfidfLinear(nn.Module):
             ids, weight, per_sample_weights=self.features(ids), mode="sum", padding_idx=0
         )
         return bag + self.bias
+
+
+def build_model(params: TextParams, encoder: Encoder, num_classes: int) -> nn.Module:
+    """The untrained network of ``params.model``."""
+    model = params.model
+    if model.architecture == "linear":
+        assert isinstance(encoder, NgramVocab)
+        return TfidfLinear(encoder.idf, encoder.num_word_features, num_classes, model.nb_scale)
+    if model.architecture == "ngram":
+        assert isinstance(encoder, NgramVocab)
+        return NgramBag(
+            encoder.vocab_size, model.embedding_dim, model.hidden_dim, model.dropout_p, num_classes
+        )
+    assert isinstance(encoder, Tokenizer)
+    return TextCNN(
+        vocab_size=len(encoder),
+        embedding_dim=model.embedding_dim,
+        filter_sizes=model.filter_sizes,
+        num_filters=model.num_filters,
+        hidden_dim=model.hidden_dim,
+        dropout_p=model.dropout_p,
+        num_classes=num_classes,
+    )

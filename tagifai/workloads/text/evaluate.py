@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, precision_recall_curve, precision_recall_fscore_support
 
-from tagifai.data import label_matrix
+from tagifai.workloads.text.data import label_matrix
+from tagifai.workloads.text.params import TextParams
 
 if TYPE_CHECKING:
     from tagifai.predict import Predictor
@@ -147,21 +148,22 @@ def metrics_frame(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(metrics["class"], orient="index").sort_values("f1")
 
 
-def evaluate_predictor(
-    predictor: Predictor, frame: pd.DataFrame, classes: list[str]
-) -> dict[str, Any]:
+def evaluate_predictor(predictor: Predictor, frame: pd.DataFrame) -> dict[str, Any]:
     """Metrics of a trained predictor on a prepared split (the test split, for reporting).
 
     Args:
         predictor: Trained model with its validation-tuned threshold.
         frame: A prepared split (``text``/``tags`` rows).
-        classes: Class names in column order.
 
     Returns:
         :func:`get_metrics` output, slices included.
     """
-    inputs = predictor.task.inputs(frame)
+    inputs = frame["text"].tolist()
+    classes = predictor.classes
     y_true = label_matrix(frame["tags"].tolist(), classes)
-    y_pred = apply_threshold(predictor.predict_proba(inputs), predictor.threshold)
-    slices = slice_masks(inputs, y_true, predictor.params.short_text_words)
+    cutoffs = predictor.decision.cutoffs(len(classes))
+    y_pred = apply_threshold(predictor.predict_proba(inputs), cutoffs)
+    params = predictor.params
+    assert isinstance(params, TextParams)
+    slices = slice_masks(inputs, y_true, params.data.short_text_words)
     return get_metrics(y_true, y_pred, classes, slices)

@@ -1,0 +1,155 @@
+"""Logging a trained model as an MLflow pyfunc, and loading it back safely.
+
+A logged model holds the predictor's plain files (weights as a ``state_dict``,
+encoder and params as JSON) and the ``tagifai`` package as code, loaded through
+MLflow's "models from code" (``pyfunc_model.py``): no pickle, anywhere. Loading
+reads the ``MLmodel`` metadata first and refuses, with one line, a model tagifai
+did not write, before MLflow runs any of its code.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.models.model import ModelInfo
+
+import tagifai
+from tagifai.errors import TagifaiError
+from tagifai.predict import MODEL_FORMAT, Predictor
+
+__all__ = ["PIP_REQUIREMENTS", "load_predictor", "log_predictor"]
+
+logger = logging.getLogger(__name__)
+
+# Where a logged model's code comes from: the installed package, so the model loads
+# wherever MLflow runs without installing tagifai there.
+PACKAGE_DIR = Path(tagifai.__file__).parent
+# What loading and predicting import: a served model's environment is built from these.
+# Training-only packages (optuna, scikit-learn, iterative-stratification) stay out.
+PIP_REQUIREMENTS = [
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "mlflow>=3.17,<3.18",
+    "numpy",
+    "pandas",
+    "numpyencoder",
+    "pydantic>=2",
+    "pyyaml",
+    "pillow",
+]
+STOPWORDS_REQUIREMENT = "scikit-learn"  # its stopword list, for text models without stopwords
+METADATA_KEY = "tagifai_model_format"  # in MLmodel's metadata: which tagifai wrote it
+CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"  # models from code: no pickle
+
+
+def log_predictor(
+    predictor: Predictor,
+    name: str = "model",
+    input_example: bool = True,
+    registered_model_name: str | None = None,
+) -> ModelInfo:
+    """Log a predictor as an MLflow pyfunc model into the active run.
+
+    Args:
+        predictor: The trained model.
+        name: Model name within the run.
+        input_example: Store an input example (skipped for trial models: it
+            costs a model load to validate).
+        registered_model_name: Also register a new version under this name.
+
+    Returns:
+        MLflow's record of the model (``model_uri``, ``registered_model_version``).
+    """
+    signature, example = predictor.workload.signature(predictor.decision.summary)
+    needs_sklearn = bool(getattr(predictor.params.data, "stopwords", False))
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*An input example was not provided")
+        folder = predictor.save(Path(tmp) / "predictor")
+        code = Path(tmp) / "code" / PACKAGE_DIR.name
+        # The package's modules only: not the sample data, nor caches.
+        shutil.copytree(
+            PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "sample_data")
+        )
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(PACKAGE_DIR / "pyfunc_model.py"),
+            artifacts={"predictor": str(folder)},
+            code_paths=[str(code)],
+            signature=signature,
+            input_example=example if input_example else None,
+            pip_requirements=[
+                *PIP_REQUIREMENTS,
+                *([STOPWORDS_REQUIREMENT] if needs_sklearn else []),
+            ],
+            registered_model_name=registered_model_name,
+            metadata={METADATA_KEY: MODEL_FORMAT, "task": predictor.params.task},
+        )
+    return info
+
+
+def check_model(model_dir: Path, model_uri: str) -> dict[str, Any]:
+    """Read a downloaded model's ``MLmodel`` (no code runs); refuse one tagifai did not write.
+
+    Returns:
+        Its metadata.
+
+    Raises:
+        TagifaiError: If it is not a tagifai model of this format.
+    """
+    try:
+        spec = Model.load(model_dir / "MLmodel")
+    except (MlflowException, OSError, ValueError) as exc:
+        raise TagifaiError(f"model {model_uri}: no readable MLmodel ({str(exc)[:120]})") from None
+    metadata = spec.metadata or {}
+    pyfunc = spec.flavors.get("python_function", {})
+    if METADATA_KEY not in metadata:
+        # tagifai 0.1 wrote no metadata, but its own model file: name the gap.
+        if str(pyfunc.get("model_code_path", "")).endswith("pyfunc_model.py"):
+            raise TagifaiError(
+                f"model {model_uri}: a model of tagifai 0.1 (model format 1); this tagifai "
+                f"reads format {MODEL_FORMAT}: train it again (`tagifai train-best`)"
+            )
+        raise TagifaiError(f"model {model_uri}: not a tagifai model (refused before loading)")
+    if metadata[METADATA_KEY] != MODEL_FORMAT:
+        raise TagifaiError(
+            f"model {model_uri}: model format {metadata[METADATA_KEY]!r:.20}; "
+            f"this tagifai reads format {MODEL_FORMAT}"
+        )
+    if (
+        pyfunc.get("loader_module") != CODE_MODEL_LOADER
+        or "python_model" in pyfunc
+        or not str(pyfunc.get("model_code_path", "")).endswith("pyfunc_model.py")
+    ):
+        # A pickled python_model would run its code on load: tagifai never writes one.
+        raise TagifaiError(f"model {model_uri}: not a tagifai model (refused before loading)")
+    return dict(metadata)
+
+
+def load_predictor(model_uri: str) -> Predictor:
+    """Load a logged tagifai model (any MLflow model URI) as a :class:`Predictor`.
+
+    The model's files are downloaded and its ``MLmodel`` checked (:func:`check_model`);
+    then the predictor's files are read directly, so no code from the artifact store runs.
+
+    Raises:
+        TagifaiError: If the URI names no model, or a model that is not tagifai's.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                local = Path(
+                    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+                )
+        except (MlflowException, OSError) as exc:
+            raise TagifaiError(f"model {model_uri}: {str(exc).splitlines()[0][:200]}") from None
+        check_model(local, model_uri)
+        return Predictor.load(local / "artifacts" / "predictor")

@@ -1,0 +1,66 @@
+"""The MLflow pyfunc wrapper: a :class:`~tagifai.predict.Predictor` behind ``mlflow.pyfunc``.
+
+Used by ``mlflow.pyfunc.load_model`` and ``mlflow models serve``. The input and output
+frames are the workload's (texts in, tags out; images in, a class out). The
+``threshold`` param replaces the tuned cut-off for one request; without it the
+tuned decision rule applies. A bad payload raises ``MlflowException``: the model
+server answers 400 with this project's one-line reason, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+
+from tagifai.errors import TagifaiError
+from tagifai.predict import Predictor
+
+__all__ = ["TagifaiPyfunc"]
+
+
+class TagifaiPyfunc(PythonModel):
+    """Loads the files of a :class:`Predictor` in ``load_context``."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the predictor from the model's ``predictor`` artifact folder."""
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        self.predictor = Predictor.load(context.artifacts["predictor"])
+
+    # A DataFrame hint: MLflow then validates against the logged signature only.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Predictions for each input row."""
+        try:
+            if not isinstance(model_input, pd.DataFrame):
+                model_input = self._frame(model_input)
+            threshold = (params or {}).get("threshold")
+            results = self.predictor.predict(
+                model_input, threshold=None if threshold is None else float(threshold)
+            )
+        except (TagifaiError, TypeError, ValueError) as exc:
+            # MLflow's scoring server answers an MlflowException with its message and a
+            # 400; any other exception becomes a generic message and a stack trace.
+            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE) from None
+        return self.predictor.workload.format_results(results)
+
+    def _frame(self, model_input: Any) -> pd.DataFrame:
+        """A payload frame from a list, an array or a string (the workload's first column)."""
+        column = self.predictor.workload.signature(0.5)[0].inputs.input_names()[0]
+        if isinstance(model_input, str | bytes):
+            return pd.DataFrame({column: [model_input]})
+        if isinstance(model_input, np.ndarray) and model_input.dtype == np.uint8:
+            # A stack of images (N, H, W) or one image (H, W).
+            images = model_input[None] if model_input.ndim == 2 else model_input
+            return pd.DataFrame({column: list(images)})
+        if isinstance(model_input, list | tuple | np.ndarray | pd.Series):
+            return pd.DataFrame({column: list(model_input)})
+        raise TagifaiError(f"input: expected a frame, a list or an array, got {type(model_input)}")

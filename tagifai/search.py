@@ -1,0 +1,401 @@
+"""How a study searches: its config, the conditional search space, samplers and pruners.
+
+The search space is keyed by architecture::
+
+    search_space:
+      architecture:
+        linear: {weight_decay: {type: float, low: 1.0e-7, high: 1.0e-4, log: true}}
+        cnn:    {lr: {...}, embedding_dim: {...}}
+
+A trial samples the architecture first, then only that architecture's params
+(Optuna's define-by-run conditional space), so a trial tunes and logs only what
+its model uses. Every range is checked against the architecture's params model
+when the config is loaded, and the sampler and pruner are built once then, so a
+bad value or keyword fails before any run or study exists.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import optuna
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+
+from tagifai.config import describe_validation_error, read_mapping, validate
+from tagifai.errors import TagifaiError
+from tagifai.workloads import get_workload
+from tagifai.workloads.base import RunParams, Workload
+
+__all__ = [
+    "ARCHITECTURE",
+    "CategoricalSpace",
+    "FloatSpace",
+    "IntSpace",
+    "OptimizeConfig",
+    "PrunerConfig",
+    "SamplerConfig",
+    "create_pruner",
+    "create_sampler",
+    "load_optimize_config",
+    "load_params_file",
+    "params_for",
+    "suggest_params",
+]
+
+ARCHITECTURE = "architecture"  # the first (and only unconditional) param of every trial
+# Samplers that model a fixed set of params: one architecture only.
+FIXED_SPACE_SAMPLERS = ("Grid", "QMC", "CMA-ES")
+MAX_GRID_POINTS = 100_000  # a grid bigger than this is a config mistake
+
+
+class IntSpace(BaseModel):
+    """An integer parameter: ``suggest_int(low, high, step, log)``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["int"]
+    low: StrictInt
+    high: StrictInt
+    step: StrictInt = Field(1, ge=1)
+    log: StrictBool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntSpace:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and (self.step != 1 or self.low < 1):
+            raise ValueError("log=true needs step 1 and low >= 1")
+        return self
+
+    def values(self) -> list[Any]:
+        """The bounds (for validation) of this range."""
+        return [self.low, self.high]
+
+    def grid(self) -> list[Any]:
+        """Every value of the range, for the grid sampler."""
+        return list(range(self.low, self.high + 1, self.step))
+
+
+class FloatSpace(BaseModel):
+    """A float parameter: ``suggest_float(low, high, step=..., log=...)``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["float"]
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    step: float | None = Field(None, gt=0, allow_inf_nan=False)
+    log: StrictBool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatSpace:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and (self.step is not None or self.low <= 0):
+            raise ValueError("log=true needs low > 0 and no step")
+        return self
+
+    def values(self) -> list[Any]:
+        """The bounds (for validation) of this range."""
+        return [self.low, self.high]
+
+    def grid(self) -> list[Any]:
+        """Every value of the range, for the grid sampler (needs a step)."""
+        if self.step is None:
+            raise ValueError("the grid sampler needs a step on float ranges")
+        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+
+class CategoricalSpace(BaseModel):
+    """A choice among values: ``suggest_categorical(choices)``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["categorical"]
+    choices: tuple[StrictBool | StrictInt | float | str, ...] = Field(min_length=1, max_length=1000)
+
+    def values(self) -> list[Any]:
+        """Every choice (for validation)."""
+        return list(self.choices)
+
+    def grid(self) -> list[Any]:
+        """Every choice, for the grid sampler."""
+        return list(self.choices)
+
+
+SearchSpace = Annotated[IntSpace | FloatSpace | CategoricalSpace, Field(discriminator="type")]
+ArchitectureSpace = dict[str, dict[str, SearchSpace]]
+
+
+class SamplerConfig(BaseModel):
+    """An Optuna sampler by name, with keyword arguments for its constructor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: Literal["TPE", "Random", "CMA-ES", "QMC", "Grid", "NSGAII", "GP"] = "TPE"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrunerConfig(BaseModel):
+    """An Optuna pruner by name, with keyword arguments for its constructor."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: Literal[
+        "Median", "Percentile", "SuccessiveHalving", "Hyperband", "Patient", "Threshold", "Nop"
+    ] = "Median"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizeConfig(BaseModel):
+    """One Optuna study: its workload, what to optimise, how to search and where."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = "text"  # the workload (tagifai.workloads)
+    study_name: str = Field("tagifai", min_length=1, max_length=200)  # also the experiment
+    metric: str = "val_f1"  # a validation metric of the workload
+    direction: Literal["maximize", "minimize"] = "maximize"
+    n_trials: int = Field(20, ge=1, le=100_000)  # total for the study, resumed runs included
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds, this invocation
+    seed: int = Field(42, ge=0, lt=2**32)  # sampler seed: same seed and config, same trials
+    storage: str | None = None  # Optuna storage URL; default sqlite under experiments/
+    heartbeat_interval: int = Field(5, ge=1, le=3600)  # seconds between a trial's heartbeats
+    grace_period: int = Field(20, ge=2, le=86_400)  # seconds without heartbeat: trial is dead
+    max_retry: int = Field(2, ge=0, le=100)  # times a dead worker's trial is queued again
+    params: str | None = None  # base params file; None: the workload's config/ file
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    search_space: dict[Literal["architecture"], ArchitectureSpace] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimizeConfig:
+        if self.grace_period < 2 * self.heartbeat_interval:
+            # A live trial that misses one heartbeat (a slow storage write) must not be
+            # taken for dead, failed and run again; Optuna's own default is 2x.
+            raise ValueError(
+                f"grace_period ({self.grace_period} s) must be at least twice "
+                f"heartbeat_interval ({self.heartbeat_interval} s)"
+            )
+        if self.search_space and not self.architectures:
+            raise ValueError("search_space.architecture: name at least one architecture")
+        return self
+
+    @property
+    def architectures(self) -> ArchitectureSpace:
+        """Architecture -> its searched params."""
+        return self.search_space.get("architecture") or {}
+
+
+def create_sampler(config: OptimizeConfig) -> optuna.samplers.BaseSampler:
+    """Build the configured sampler, seeded.
+
+    Raises:
+        TagifaiError: If the kwargs do not fit the sampler.
+    """
+    samplers: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+        "TPE": optuna.samplers.TPESampler,
+        "Random": optuna.samplers.RandomSampler,
+        "CMA-ES": optuna.samplers.CmaEsSampler,
+        "QMC": optuna.samplers.QMCSampler,
+        "NSGAII": optuna.samplers.NSGAIISampler,
+        "GP": optuna.samplers.GPSampler,
+    }
+    name = config.sampler.name
+    kwargs = {"seed": config.seed, **config.sampler.kwargs}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            if name == "Grid":
+                grid: dict[str, list[Any]] = {ARCHITECTURE: list(config.architectures)}
+                for space in config.architectures.values():
+                    grid.update({param: s.grid() for param, s in space.items()})
+                return optuna.samplers.GridSampler(grid, **kwargs)
+            return samplers[name](**kwargs)
+    except (TypeError, ValueError, ImportError) as exc:
+        raise TagifaiError(f"sampler {name}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def create_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
+    """Build the configured pruner.
+
+    Raises:
+        TagifaiError: If the kwargs do not fit the pruner.
+    """
+    pruners: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+        "Median": optuna.pruners.MedianPruner,
+        "Percentile": optuna.pruners.PercentilePruner,
+        "SuccessiveHalving": optuna.pruners.SuccessiveHalvingPruner,
+        "Hyperband": optuna.pruners.HyperbandPruner,
+        "Patient": optuna.pruners.PatientPruner,
+        "Threshold": optuna.pruners.ThresholdPruner,
+        "Nop": optuna.pruners.NopPruner,
+    }
+    kwargs = dict(config.kwargs)
+    if config.name == "Patient":
+        kwargs.setdefault("wrapped_pruner", None)
+    try:
+        return pruners[config.name](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TagifaiError(f"pruner {config.name}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def _suggest(trial: optuna.Trial, name: str, space: Any) -> Any:
+    if space.type == "int":
+        return trial.suggest_int(name, space.low, space.high, step=space.step, log=space.log)
+    if space.type == "float":
+        return trial.suggest_float(name, space.low, space.high, step=space.step, log=space.log)
+    return trial.suggest_categorical(name, list(space.choices))
+
+
+def suggest_params(trial: optuna.Trial, config: OptimizeConfig, base: RunParams) -> RunParams:
+    """The trial's params: the architecture first, then only that architecture's knobs.
+
+    Knobs the space does not search keep the base params' values when the trial's
+    architecture is the base's, else that architecture's defaults.
+    """
+    architectures = config.architectures
+    if not architectures:
+        return base
+    architecture = str(trial.suggest_categorical(ARCHITECTURE, list(architectures)))
+    values = {name: _suggest(trial, name, s) for name, s in architectures[architecture].items()}
+    return base.model_copy(update={"model": _model_params(base, architecture, values)})
+
+
+def params_for(base: RunParams, tuned: dict[str, Any]) -> RunParams:
+    """The params a trial used, from its sampled values (``trial.params``)."""
+    if not tuned:
+        return base
+    values = {name: value for name, value in tuned.items() if name != ARCHITECTURE}
+    architecture = str(tuned.get(ARCHITECTURE, base.model.architecture))
+    return base.model_copy(update={"model": _model_params(base, architecture, values)})
+
+
+def _model_params(base: RunParams, architecture: str, values: dict[str, Any]) -> Any:
+    """Validated params of ``architecture`` with ``values`` over its starting point."""
+    start = base.model.model_dump() if base.model.architecture == architecture else {}
+    merged = {**start, **values, ARCHITECTURE: architecture}
+    # Validated through the params type, so the discriminated union picks the class.
+    return type(base).model_validate({**base.model_dump(exclude={"model"}), "model": merged}).model
+
+
+def load_optimize_config(
+    path: Path | str | None = None, task: str | None = None, **overrides: Any
+) -> tuple[OptimizeConfig, RunParams, Workload]:
+    """Load a study config and its base params; CLI overrides win over the file.
+
+    Every range of every architecture is checked against that architecture's params,
+    and the sampler and pruner are built once, so a dropout of 1.0, a negative lr or
+    a keyword the sampler rejects fails here, before anything is logged.
+
+    Args:
+        path: YAML (or JSON) study config; ``None``: the task's default.
+        task: ``--task``; ``None``: the file's ``task`` (text if it names none).
+        **overrides: Values from the command line; ``None`` means "not given".
+
+    Returns:
+        The study config, the base params the trials start from, and the workload.
+
+    Raises:
+        TagifaiError: On any unreadable file or invalid value.
+    """
+    if task is not None:
+        get_workload(task)  # an unknown --task is the option's fault, not the file's
+    if path is None:
+        path = get_workload(task or "text").optimize_file
+    path = Path(path)
+    data = read_mapping(path)
+    if task is not None:
+        if data.get("task", task) != task:
+            raise TagifaiError(f"{path}: task: the file is for {data['task']!r}, not --task {task}")
+        data["task"] = task
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    config = validate(OptimizeConfig, data, str(path))
+    try:
+        workload = get_workload(config.task)
+    except TagifaiError as exc:
+        raise TagifaiError(f"{path}: task: {str(exc).removeprefix('--task: ')}") from None
+    if config.metric not in workload.metrics:
+        raise TagifaiError(
+            f"{path}: metric: {config.metric!r} is not a {config.task} metric; "
+            f"choose from {', '.join(workload.metrics)}"
+        )
+    if config.direction != workload.metrics[config.metric]:
+        raise TagifaiError(
+            f"{path}: direction: metric {config.metric} must be "
+            f"{workload.metrics[config.metric]}d, not {config.direction}d"
+        )
+    params_file = Path(config.params) if config.params else workload.params_file
+    base = load_params_file(workload, params_file)
+    _check_space(config, base, path)
+    try:  # built once here, so a keyword they reject fails before anything is made
+        create_sampler(config)
+        create_pruner(config.pruner)
+    except TagifaiError as exc:
+        raise TagifaiError(f"{path}: {exc}") from None
+    return config, base, workload
+
+
+def load_params_file(workload: Workload, path: Path | str) -> RunParams:
+    """A workload's params from a JSON file (``TagifaiError`` naming the file and key)."""
+    data = read_mapping(path)
+    data.setdefault("task", workload.name)
+    if data["task"] != workload.name:
+        raise TagifaiError(f"{path}: task: params for {data['task']!r:.40}, not {workload.name}")
+    return validate(workload.params_type, data, str(path))
+
+
+def _check_space(config: OptimizeConfig, base: RunParams, path: Path) -> None:
+    """Every bound of every architecture's range must make valid params."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for architecture, space in config.architectures.items():
+        where = f"{path}: search_space.architecture.{architecture}"
+        try:
+            _model_params(base, architecture, {})
+        except ValidationError:  # an unknown architecture fails the union's discriminator
+            raise TagifaiError(f"{where}: not an architecture of task {config.task}") from None
+        for name, bounds in space.items():
+            if name == ARCHITECTURE:
+                raise TagifaiError(f"{where}.{name}: the architecture is chosen above it")
+            for value in bounds.values():
+                try:
+                    _model_params(base, architecture, {name: value})
+                except ValidationError as exc:
+                    reason = describe_validation_error(exc, "").split(": ", 2)[-1]
+                    raise TagifaiError(
+                        f"{where}.{name}: value {value!r} is not a valid {name}: {reason}"
+                    ) from None
+            # Optuna keeps one distribution type per param name across a study's trials.
+            kind = (bounds.type, getattr(bounds, "log", None), getattr(bounds, "choices", None))
+            if name in seen and seen[name][1] != kind:
+                raise TagifaiError(
+                    f"{where}.{name}: searched as {kind[0]} here but differently under "
+                    f"{seen[name][0]}; one name, one kind of range (and the same choices)"
+                )
+            seen[name] = (architecture, kind)
+        if config.sampler.name == "Grid":
+            for name, bounds in space.items():
+                try:
+                    bounds.grid()
+                except ValueError as exc:
+                    raise TagifaiError(f"{where}.{name}: {exc}") from None
+    if config.sampler.name == "Grid" and not config.architectures:
+        raise TagifaiError(f"{path}: sampler Grid needs a search_space to make a grid of")
+    if config.sampler.name in FIXED_SPACE_SAMPLERS and len(config.architectures) > 1:
+        raise TagifaiError(
+            f"{path}: sampler {config.sampler.name} needs a fixed search space; the space "
+            f"searches {len(config.architectures)} architectures: search one, or use TPE"
+        )
+    if config.sampler.name == "Grid":
+        only = next(iter(config.architectures.values()), {})
+        points = math.prod(len(bounds.grid()) for bounds in only.values())
+        if points > MAX_GRID_POINTS:
+            raise TagifaiError(f"{path}: the grid has {points} points; at most {MAX_GRID_POINTS}")

@@ -1,0 +1,472 @@
+"""The Optuna study: storage, objective, resume, and the summary of its best trial.
+
+The objective trains on the train split and returns a **validation** metric;
+pruning reports that same metric every epoch; each trial's decision threshold is
+chosen on validation. The test split is never read here. The study's MLflow side
+belongs to a tracker (:mod:`tagifai.runs`), coordination between workers to
+:mod:`tagifai.coordination`; nothing here knows which workload it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import sqlalchemy.exc
+
+from tagifai import coordination
+from tagifai.best_params import BestParams, write_best_params
+from tagifai.config import EXPERIMENTS_DIR
+from tagifai.errors import TagifaiError
+from tagifai.faults import failpoint
+from tagifai.predict import Predictor
+from tagifai.runs import PARENT_RUN_ATTR, TRIAL_RUN_ATTR, NullTracker, StudyTracker
+from tagifai.search import (
+    OptimizeConfig,
+    create_pruner,
+    create_sampler,
+    params_for,
+    suggest_params,
+)
+from tagifai.workloads import get_workload
+from tagifai.workloads.base import DataSet, DecisionRule, RunParams, Splits, Workload
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "OptimizeResult",
+    "best_params_of",
+    "make_figures",
+    "make_storage",
+    "open_study",
+    "run_study",
+    "storage_url",
+    "summarize",
+    "write_summary",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = f"sqlite:///{EXPERIMENTS_DIR}/optuna.db"  # separate from MLflow's database
+SUMMARY_ATTR = "summary_trials"  # done trials the last written summary covered
+Tracker = StudyTracker | NullTracker
+
+
+@dataclass
+class OptimizeResult:
+    """What one ``tagifai optimize`` invocation did.
+
+    Attributes:
+        study: The study (all trials, this and earlier invocations).
+        parent_run_id: The MLflow parent run.
+        trials_run: Trials started by this invocation.
+        best: The best-params record written, if a trial completed.
+        seconds: Wall time of this invocation.
+    """
+
+    study: optuna.Study
+    parent_run_id: str | None
+    trials_run: int
+    best: BestParams | None
+    seconds: float
+
+
+def make_storage(
+    url: str,
+    config: OptimizeConfig,
+    on_stale_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
+    """Optuna storage for a URL; database storages get heartbeats and retries.
+
+    A trial whose process stops sending heartbeats for ``grace_period`` seconds
+    (a killed worker) is marked FAIL by the next worker that looks, its MLflow run
+    is closed FAILED (``on_stale_trial``) and a copy is queued to run again. With
+    SQLite, writers wait up to a minute for the file lock instead of failing: that
+    is what makes one SQLite file safe for a few local worker processes.
+    """
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return optuna.storages.get_storage(url)  # e.g. an in-memory or journal storage
+    with warnings.catch_warnings():
+        # Optuna 4.9 renamed RetryFailedTrialCallback to this (still "experimental") name.
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.max_retry)
+
+    def failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if on_stale_trial is not None:
+            on_stale_trial(study, trial)
+        retry(study, trial)
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=config.heartbeat_interval,
+                    grace_period=config.grace_period,
+                    heartbeat_stale_trial_callback=failed,
+                )
+        except sqlalchemy.exc.IntegrityError:
+            # Two processes created a fresh database's schema at once; the loser
+            # finds it made on the next try.
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+def storage_url(config: OptimizeConfig, storage: str | None = None) -> str:
+    """The study's storage URL: the argument, the config's, or sqlite under experiments/."""
+    url = storage or config.storage or DEFAULT_STORAGE
+    if url == DEFAULT_STORAGE:
+        EXPERIMENTS_DIR.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def open_study(
+    config: OptimizeConfig, storage: str | optuna.storages.BaseStorage | None = None
+) -> optuna.Study:
+    """Create the study, or load it if it exists in the storage (resume / join).
+
+    Args:
+        config: Study settings.
+        storage: Optuna storage (URL or object); default sqlite under ``experiments/``.
+
+    Returns:
+        The study with the configured sampler and pruner.
+    """
+    if storage is None or isinstance(storage, str):
+        storage = make_storage(storage_url(config, storage), config)
+    return optuna.create_study(
+        study_name=config.study_name,
+        storage=storage,
+        direction=config.direction,
+        sampler=create_sampler(config),
+        pruner=create_pruner(config.pruner),
+        load_if_exists=True,
+    )
+
+
+class _TrialReporter:
+    """Per epoch: forward the metrics to the tracker, report the study metric, maybe prune."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, tracked: Any) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.tracked = tracked
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        failpoint("trial")
+        self.tracked.on_epoch_end(epoch, metrics)
+        self.trial.report(metrics[self.metric], step=epoch)
+        if self.trial.should_prune():
+            self.trial.set_user_attr("epochs", epoch)
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+
+def make_objective(
+    config: OptimizeConfig,
+    base: RunParams,
+    workload: Workload,
+    dataset: DataSet,
+    splits: Splits,
+    tracker: Tracker,
+) -> Callable[[optuna.Trial], float]:
+    """The objective: train with the trial's params, return the validation metric.
+
+    Args:
+        config: Study settings (metric and search space).
+        base: Params every trial starts from.
+        workload: The study's workload.
+        dataset: Prepared data.
+        splits: Train/val/test; only train and val are read.
+        tracker: Logs params, epochs, threshold and model to the trial's child run.
+
+    Returns:
+        A function of one trial.
+    """
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", coordination.worker_id())
+        params = suggest_params(trial, config, base)
+        tracker.trial_started(params)
+        # Leaving the tracker's reporter writes its queued epochs: pruned, failed or
+        # interrupted trials keep their curves too.
+        with tracker.epochs() as epochs:
+            result = workload.train(
+                params, dataset, splits, _TrialReporter(trial, config.metric, epochs)
+            )
+        trial.set_user_attr("epochs", result.epochs_run)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("decision", result.decision.model_dump(mode="json"))
+        predictor = Predictor(
+            params, dataset.classes, result.encoder, result.model, result.decision
+        )
+        tracker.trial_finished(predictor, result.val_metrics, config.metric)
+        return float(result.val_metrics[config.metric])
+
+    return objective
+
+
+def record_study_inputs(
+    study: optuna.Study, config: OptimizeConfig, base: RunParams, dataset: DataSet
+) -> None:
+    """Keep what the summary needs in the study itself, so any worker (or
+    ``tagifai summarize``) can write it; refuse to mix data sets in one study.
+
+    Raises:
+        TagifaiError: If the study was started on other data or settings.
+    """
+    recorded = study.user_attrs.get("data_digest")
+    if recorded is not None and recorded != dataset.digest:
+        raise TagifaiError(
+            f"study {config.study_name!r} was run on data with digest {recorded}; "
+            f"{dataset.source} has digest {dataset.digest}: use another --study-name"
+        )
+    fixed: dict[str, Any] = {
+        "task": config.task,
+        "metric": config.metric,
+        "base_params": base.model_dump(mode="json"),
+    }
+    for key, value in fixed.items():
+        if recorded is not None and study.user_attrs.get(key) not in (None, value):
+            raise TagifaiError(
+                f"study {config.study_name!r} was run with another {key}; trials would not "
+                "be comparable: use another --study-name"
+            )
+    if recorded is None:
+        inputs = {
+            **fixed,
+            "data_digest": dataset.digest,
+            "data_source": dataset.source,
+            "extra_source": dataset.extra_source,
+        }
+        for key, value in inputs.items():
+            study.set_user_attr(key, value)
+
+
+def best_params_of(study: optuna.Study) -> BestParams:
+    """The best trial as a typed record: what retraining and inference need."""
+    best = study.best_trial
+    attrs = study.user_attrs
+    workload = get_workload(attrs.get("task", "text"))
+    base = workload.params_type.model_validate(attrs["base_params"])
+    params = params_for(base, best.params)
+    return BestParams(
+        task=workload.name,
+        study_name=study.study_name,
+        metric=attrs["metric"],
+        direction="maximize" if study.direction.name == "MAXIMIZE" else "minimize",
+        value=float(best.value or 0.0),
+        trial_number=best.number,
+        mlflow_run_id=best.system_attrs.get(TRIAL_RUN_ATTR),
+        parent_run_id=attrs.get(PARENT_RUN_ATTR),
+        data_source=attrs.get("data_source"),
+        extra_source=attrs.get("extra_source"),
+        data_digest=attrs["data_digest"],
+        tuned=dict(best.params),
+        params=params.model_dump(mode="json"),
+        decision=DecisionRule.model_validate(best.user_attrs["decision"]),
+    )
+
+
+def make_figures(study: optuna.Study, max_contour_params: int = 4) -> dict[str, Any]:
+    """Optuna's interactive (plotly) plots; plots that need more trials are skipped.
+
+    Args:
+        study: A study with at least one completed trial.
+        max_contour_params: Contour plots grow quadratically: limit them to the
+            most important params.
+
+    Returns:
+        Name -> plotly figure.
+    """
+    import optuna.visualization as vis
+
+    # Few trials make Optuna warn about every param it cannot plot or rank well: the
+    # plots are still right for what there is, so the console stays quiet.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _figures(study, max_contour_params, vis)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _figures(study: optuna.Study, max_contour_params: int, vis: Any) -> dict[str, Any]:
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    important: list[str] | None = None
+    figures: dict[str, Any] = {}
+    if len(completed) >= 2 and len(study.best_trial.params) >= 2:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+            important = list(importances)[:max_contour_params]
+        except (RuntimeError, ValueError) as exc:
+            logger.info("no param importances: %s", exc)
+    plots: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+        "optimization_history": (vis.plot_optimization_history, {}),
+        "param_importances": (vis.plot_param_importances, {}),
+        "parallel_coordinate": (vis.plot_parallel_coordinate, {}),
+        "contour": (vis.plot_contour, {"params": important}),
+        "slice": (vis.plot_slice, {}),
+        "intermediate_values": (vis.plot_intermediate_values, {}),
+    }
+    for name, (plot, kwargs) in plots.items():
+        if name in ("param_importances", "contour") and important is None:
+            continue
+        try:
+            figures[name] = plot(study, **kwargs)
+        except (ValueError, RuntimeError, IndexError) as exc:
+            logger.info("skipped plot %s: %s", name, exc)
+    return figures
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """The study's trials, one row each (number, state, value, params)."""
+    return study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
+
+
+def summarize(
+    study: optuna.Study, tracker: Tracker, best_params_file: Path | None
+) -> BestParams | None:
+    """Write the study's result: the best-params record (file and artifact), plots, trials.
+
+    Safe to call more than once (each call writes the same content).
+
+    Returns:
+        The record, or ``None`` if no trial completed.
+    """
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        return None
+    best = best_params_of(study)
+    failpoint("summary")
+    tracker.log_summary(
+        study, best.model_dump(mode="json"), make_figures(study), trials_table(study)
+    )
+    if best_params_file is not None:
+        write_best_params(best_params_file, best)
+    return best
+
+
+def write_summary(study: optuna.Study, best_params_file: Path | None) -> BestParams | None:
+    """``tagifai summarize``: adopt the study's parent run and (re)write its summary.
+
+    Raises:
+        TagifaiError: If the study was not made by ``tagifai optimize`` (checked
+            before any MLflow run is touched).
+    """
+    missing = [
+        key for key in ("base_params", "metric", "data_digest") if key not in study.user_attrs
+    ]
+    if missing:
+        raise TagifaiError(
+            f"study {study.study_name!r} was not made by tagifai optimize "
+            f"(no {', '.join(missing)} in its user attributes)"
+        )
+    tracker = StudyTracker(study.user_attrs["metric"])
+    tracker.start(study, experiment_name=study.study_name)
+    try:
+        best = summarize(study, tracker, best_params_file)
+    except BaseException:
+        tracker.abort(interrupted=False)
+        raise
+    n_trials = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
+    tracker.end("FINISHED" if coordination.study_is_complete(study, n_trials) else "RUNNING")
+    return best
+
+
+def run_study(
+    config: OptimizeConfig,
+    base: RunParams,
+    dataset: DataSet,
+    splits: Splits,
+    storage: str | None = None,
+    best_params_file: Path | None = None,
+    track: bool = True,
+    on_trial: Callable[[int, int], None] | None = None,
+) -> OptimizeResult:
+    """Run (or resume, or join) a study until it holds ``config.n_trials`` done trials.
+
+    Any number of processes, on one machine or many, can run this against the
+    same study storage: they share the MLflow parent run and each trial is run by
+    exactly one of them. The one that sees the study complete writes the summary.
+
+    Args:
+        config: Study settings, CLI overrides applied.
+        base: Params every trial starts from.
+        dataset: Prepared data (read and validated before anything is logged).
+        splits: Its split; trials read train and validation only.
+        storage: Optuna storage URL (overrides ``config.storage``).
+        best_params_file: Where to write the best params (``None``: don't).
+        track: Log to MLflow (nothing is logged otherwise, for benchmarks).
+        on_trial: Called after each trial with (done trials, ``n_trials``).
+
+    Returns:
+        What this invocation did.
+    """
+    started = time.perf_counter()
+    workload = get_workload(config.task)
+    tracker: Tracker = StudyTracker(config.metric) if track else NullTracker()
+    store = make_storage(storage_url(config, storage), config, on_stale_trial=tracker.close_failed)
+    study = open_study(config, store)
+    record_study_inputs(study, config, base, dataset)
+    parent_run_id = tracker.start(
+        study,
+        experiment_name=config.study_name,
+        claim=lambda name: coordination.claim(store, name),
+        storage=store,
+    )
+    callbacks: list[coordination.Callback] = [tracker.callback]
+    if on_trial is not None:
+        callbacks.append(
+            lambda study, _: on_trial(
+                len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES)),
+                config.n_trials,
+            )
+        )
+    best = None
+    complete = False
+    try:
+        tracker.log_study(config, base, workload, dataset, splits)
+        objective = make_objective(config, base, workload, dataset, splits, tracker)
+        ran = coordination.work(
+            study, tracker.track(objective), config.n_trials, config.timeout, callbacks
+        )
+        complete = coordination.study_is_complete(study, config.n_trials)
+        done = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
+        written = study.user_attrs.get(SUMMARY_ATTR) == done
+        # One summary per study state, however many workers see it complete; a re-run
+        # also writes it when the process that claimed it died before finishing.
+        if (complete or ran) and (
+            coordination.claim(store, f"{study.study_name}.summary-{done}")
+            or (complete and not written)
+        ):
+            best = summarize(study, tracker, best_params_file)
+            study.set_user_attr(SUMMARY_ATTR, done)
+        elif complete and any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            best = best_params_of(study)
+    except BaseException as exc:
+        tracker.abort(interrupted=isinstance(exc, KeyboardInterrupt))
+        raise
+    others = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    # Incomplete (a --timeout): leave the parent RUNNING for workers still at it,
+    # else KILLED, to be reopened by the next run of the study.
+    tracker.end("FINISHED" if complete else "RUNNING" if others else "KILLED")
+    return OptimizeResult(
+        study=study,
+        parent_run_id=parent_run_id,
+        trials_run=ran,
+        best=best,
+        seconds=time.perf_counter() - started,
+    )

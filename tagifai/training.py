@@ -1,0 +1,130 @@
+"""What every training method shares: seeds, the device, the reporter and the epoch loop.
+
+A workload's training method (full-batch L-BFGS, minibatch Adam, ...) supplies one
+function that trains an epoch and one that validates; :func:`fit_epochs` runs them
+with early stopping and gives back the best-validation weights. Tracking and
+pruning reach in through a :class:`Reporter`, so training also runs with none.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "THREADS_ENV",
+    "EpochLoop",
+    "NullReporter",
+    "Reporter",
+    "fit_epochs",
+    "get_device",
+    "set_seeds",
+]
+
+logger = logging.getLogger(__name__)
+
+THREADS_ENV = "TAGIFAI_TORCH_THREADS"  # torch threads of a worker sharing the machine
+DEVICE_ENV = "TAGIFAI_DEVICE"  # a worker's device, e.g. cuda:1 (one trial per GPU)
+
+
+class Reporter(Protocol):
+    """Receives each epoch's metrics; may raise to stop training (e.g. pruning)."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after every epoch with the train loss, validation metrics and the lr."""
+        ...
+
+
+class NullReporter:
+    """A reporter that records nothing."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Ignore the metrics."""
+
+
+def set_seeds(seed: int) -> None:
+    """Seed Python, numpy and torch so CPU training is repeatable."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_device() -> torch.device:
+    """``TAGIFAI_DEVICE`` if set (a worker's GPU), else CUDA when present, else CPU."""
+    if os.environ.get(DEVICE_ENV):
+        return torch.device(os.environ[DEVICE_ENV])
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class EpochLoop:
+    """What :func:`fit_epochs` did.
+
+    Attributes:
+        best_epoch: Epoch (1-based) whose weights were kept (0: none improved).
+        epochs_run: Epochs trained.
+        history: One metrics dict per epoch.
+    """
+
+    best_epoch: int = 0
+    epochs_run: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit_epochs(
+    model: nn.Module,
+    train_epoch: Callable[[], float],
+    validate: Callable[[], dict[str, float]],
+    monitor: str,
+    num_epochs: int,
+    patience: int,
+    reporter: Reporter,
+    after_validate: Callable[[dict[str, float]], None] | None = None,
+    converged: Callable[[list[dict[str, float]]], bool] | None = None,
+) -> EpochLoop:
+    """Train epoch by epoch; keep and restore the weights with the best ``monitor``.
+
+    Args:
+        model: The network; its best-validation weights are loaded back at the end.
+        train_epoch: Trains one epoch, returns the training loss.
+        validate: Validation metrics of the current weights (``monitor`` among them).
+        monitor: Validation metric to maximise (early stopping and the kept weights).
+        num_epochs: Most epochs to train.
+        patience: Stop after this many epochs without improvement.
+        reporter: Gets every epoch's metrics; may raise (pruning).
+        after_validate: Called with each epoch's metrics (an lr scheduler step).
+        converged: Whether training has stopped changing (stops early).
+
+    Returns:
+        The loop's record.
+    """
+    loop = EpochLoop()
+    best_value, best_state = -np.inf, copy.deepcopy(model.state_dict())
+    for epoch in range(1, num_epochs + 1):
+        model.train()
+        metrics = {"train_loss": train_epoch(), **validate()}
+        loop.history.append(metrics)
+        loop.epochs_run = epoch
+        if after_validate is not None:
+            after_validate(metrics)
+        if metrics[monitor] > best_value:
+            best_value, loop.best_epoch = metrics[monitor], epoch
+            best_state = copy.deepcopy(model.state_dict())
+        reporter.on_epoch_end(epoch, metrics)  # may raise (pruning)
+        if epoch - loop.best_epoch >= patience:
+            logger.info("early stop at epoch %d (best %d)", epoch, loop.best_epoch)
+            break
+        if converged is not None and converged(loop.history):
+            logger.info("converged at epoch %d (best %d)", epoch, loop.best_epoch)
+            break
+    model.load_state_dict(best_state)
+    return loop

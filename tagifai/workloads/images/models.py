@@ -1,0 +1,127 @@
+"""Image networks (an MLP, a small CNN, torchvision's ResNet-18) and the pixel encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tagifai.workloads.base import Encoder
+from tagifai.workloads.images.params import CnnParams, ImagesParams, MlpParams
+
+__all__ = ["ImageEncoder", "build_model"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+class ImageEncoder:
+    """Grey uint8 images ``(H, W)`` to normalised float tensors ``(N, 1, H, W)``.
+
+    Args:
+        height: Image height the network takes.
+        width: Image width.
+        mean: Mean pixel of the training images (0..1 scale).
+        std: Standard deviation of their pixels.
+    """
+
+    def __init__(self, height: int, width: int, mean: float, std: float) -> None:
+        self.height = height
+        self.width = width
+        self.mean = mean
+        self.std = std
+
+    @classmethod
+    def fit(cls, images: np.ndarray) -> ImageEncoder:
+        """Size and pixel statistics of the training images ``(N, H, W)``."""
+        scaled = images.astype(np.float64) / 255.0
+        return cls(images.shape[1], images.shape[2], float(scaled.mean()), float(scaled.std()))
+
+    def encode(self, inputs: list[Any] | np.ndarray) -> np.ndarray:
+        """``(N, 1, H, W)`` float32 of images already at the network's size."""
+        stack = np.stack(list(inputs)) if not isinstance(inputs, np.ndarray) else inputs
+        x = (stack.astype(np.float32) / 255.0 - self.mean) / max(self.std, 1e-6)
+        return x[:, None, :, :].astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON state."""
+        return {
+            "kind": "image",
+            "height": self.height,
+            "width": self.width,
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ImageEncoder:
+        """Restore from :meth:`to_dict`."""
+        return cls(int(state["height"]), int(state["width"]), state["mean"], state["std"])
+
+
+def _mlp(arch: MlpParams, pixels: int, num_classes: int) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = pixels
+    for _ in range(arch.num_layers):
+        layers += [
+            nn.Linear(width, arch.hidden_units),
+            ACTIVATIONS[arch.activation](),
+            nn.Dropout(arch.dropout_p),
+        ]
+        width = arch.hidden_units
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _cnn(arch: CnnParams, height: int, width: int, num_classes: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    channels_in, channels = 1, arch.channels
+    for _ in range(arch.num_blocks):
+        layers.append(
+            nn.Conv2d(channels_in, channels, arch.kernel_size, padding=arch.kernel_size // 2)
+        )
+        if arch.batch_norm:
+            layers.append(nn.BatchNorm2d(channels))
+        layers.append(ACTIVATIONS[arch.activation]())
+        if min(height, width) >= 2:  # small images (8x8 digits) stop shrinking at 1 pixel
+            layers.append(nn.MaxPool2d(2))
+            height, width = height // 2, width // 2
+        channels_in, channels = channels, min(channels * 2, 1024)
+    layers += [
+        nn.Flatten(),
+        nn.Dropout(arch.dropout_p),
+        nn.Linear(channels_in * height * width, num_classes),
+    ]
+    return nn.Sequential(*layers)
+
+
+def _resnet18(num_classes: int) -> nn.Module:
+    """ResNet-18 for small grey images: a 3x3 stride-1 stem on one channel, no stem max-pool."""
+    from torchvision.models import resnet18
+
+    model = resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def build_model(params: ImagesParams, encoder: Encoder, num_classes: int) -> nn.Module:
+    """The untrained network of ``params.model`` for the encoder's image size."""
+    assert isinstance(encoder, ImageEncoder)
+    arch = params.model
+    if isinstance(arch, MlpParams):
+        return _mlp(arch, encoder.height * encoder.width, num_classes)
+    if isinstance(arch, CnnParams):
+        return _cnn(arch, encoder.height, encoder.width, num_classes)
+    return _resnet18(num_classes)
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the classes."""
+    return torch.softmax(logits, dim=1)

@@ -1,0 +1,98 @@
+"""Image params: the split, the training knobs every network shares, one model per architecture.
+
+Each class is the one source of its defaults (``config/params-images.json`` only
+picks the architecture). Sizes have upper bounds, so a config cannot ask for a
+network that would not fit in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+from tagifai.workloads.base import ArchitectureParams, RunParams
+
+__all__ = ["CnnParams", "ImageData", "ImagesParams", "MinibatchParams", "MlpParams", "ResNetParams"]
+
+Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
+class ImageData(BaseModel):
+    """The split and the input size, fixed for a study."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    val_size: Fraction = 0.1  # of the training images, for early stopping, tuning, threshold
+    test_size: Fraction = 0.2  # of all images, when the data has no official test set
+    # ImageFolder images are resized to image_size x image_size; IDX files and the
+    # digits keep their own size.
+    image_size: int = Field(28, ge=4, le=512)
+
+    @model_validator(mode="after")
+    def _check(self) -> ImageData:
+        if self.val_size + self.test_size >= 1:
+            raise ValueError(
+                f"val_size + test_size must leave images to train on, "
+                f"got {self.val_size} + {self.test_size}"
+            )
+        return self
+
+
+class MinibatchParams(ArchitectureParams):
+    """Minibatch training, shared by every image network."""
+
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=1, allow_inf_nan=False)
+    momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False)  # sgd and rmsprop
+    weight_decay: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    batch_size: int = Field(128, ge=1, le=8192)
+    # Cut the lr by this factor when validation accuracy stalls for lr_patience epochs.
+    lr_patience: int = Field(2, ge=1, le=1_000)
+    lr_factor: float = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
+    num_epochs: int = Field(20, ge=1, le=1_000)
+    patience: int = Field(4, ge=1, le=1_000)
+
+
+class MlpParams(MinibatchParams):
+    """A multi-layer perceptron on the flattened pixels."""
+
+    architecture: Literal["mlp"] = "mlp"
+    activation: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu"
+    dropout_p: float = Field(0.2, ge=0, lt=1, allow_inf_nan=False)
+    num_layers: int = Field(2, ge=1, le=8)  # hidden layers
+    hidden_units: int = Field(256, ge=4, le=8192)  # units per hidden layer
+
+
+class CnnParams(MinibatchParams):
+    """A small CNN: blocks of conv (+ batch norm), activation and 2x2 max-pool; a linear head."""
+
+    architecture: Literal["cnn"] = "cnn"
+    activation: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu"
+    dropout_p: float = Field(0.2, ge=0, lt=1, allow_inf_nan=False)  # before the linear head
+    num_blocks: int = Field(2, ge=1, le=5)  # each halves the image (while it is 2+ pixels)
+    channels: int = Field(32, ge=4, le=512)  # of the first block; doubled each block
+    kernel_size: Literal[3, 5] = 3
+    batch_norm: StrictBool = True
+    augment: StrictBool = True  # random shifts and small rotations while training
+
+
+class ResNetParams(MinibatchParams):
+    """torchvision's ResNet-18 (no pretrained weights), its stem adapted to small grey images."""
+
+    architecture: Literal["resnet18"] = "resnet18"
+    augment: StrictBool = True
+
+
+ImageModel = Annotated[MlpParams | CnnParams | ResNetParams, Field(discriminator="architecture")]
+
+
+class ImagesParams(RunParams):
+    """Everything needed to split the images, build a network and train it."""
+
+    task: Literal["images"] = "images"
+    data: ImageData = ImageData()
+    model: ImageModel = CnnParams()
+    # predict abstains below the lowest confidence at which validation predictions are
+    # at least this accurate (0: never abstain).
+    confidence_target: float = Field(0.99, ge=0, le=1, allow_inf_nan=False)

@@ -1,0 +1,419 @@
+"""The images workload through the same core: a short study on digits, train-best,
+predict by CLI, pyfunc and a served model, its decision rule, and its bad inputs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import REPO, copy_project, free_port, subprocess_env
+from PIL import Image
+from typer.testing import CliRunner
+
+from tagifai import jobs, tracking
+from tagifai.best_params import read_best_params
+from tagifai.cli import app
+from tagifai.errors import TagifaiError
+from tagifai.search import load_optimize_config
+from tagifai.study import open_study, run_study
+from tagifai.workloads.images import WORKLOAD
+from tagifai.workloads.images.params import ImagesParams
+from tagifai.workloads.images.training import choose_confidence
+
+pytestmark = pytest.mark.training
+
+TINY_STUDY = """
+task: images
+study_name: {name}
+metric: val_accuracy
+direction: maximize
+n_trials: 3
+seed: 3
+params: {params}
+sampler: {{name: Random, kwargs: {{}}}}
+pruner: {{name: Nop, kwargs: {{}}}}
+search_space:
+  architecture:
+    mlp:
+      hidden_units: {{type: categorical, choices: [32, 64]}}
+      num_epochs: {{type: int, low: 6, high: 6}}
+      lr: {{type: float, low: 0.01, high: 0.01}}
+    cnn:
+      channels: {{type: categorical, choices: [8, 16]}}
+"""
+# About 3 s on 2 cores, ~0.95 validation accuracy on the digits.
+TINY_PARAMS = {
+    "task": "images",
+    "model": {"architecture": "cnn", "num_blocks": 1, "channels": 8, "num_epochs": 6, "lr": 0.01},
+}
+# One trial of each architecture first, whatever the sampler draws.
+FIRST_TRIALS = ({"architecture": "mlp", "hidden_units": 32}, {"architecture": "cnn", "channels": 8})
+
+
+def _run_tiny_study(config_path: Path, best_file: Path) -> tuple[object, object, object]:
+    """The tiny study on digits, an mlp and a cnn trial enqueued first."""
+    config, base, _ = load_optimize_config(config_path)
+    tracking.configure()
+    dataset = WORKLOAD.load_data(None, None, base)
+    splits = WORKLOAD.split(dataset, base)
+    study = open_study(config)
+    for values in FIRST_TRIALS:
+        study.enqueue_trial(values)
+    result = run_study(config, base, dataset, splits, best_params_file=best_file)
+    return result, dataset, splits
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _digit(index: int) -> tuple[np.ndarray, str]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    image = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
+    return image, str(digits.target[index])
+
+
+def _write_study_files(folder: Path, name: str) -> tuple[Path, Path]:
+    """A tiny images study config (mlp and cnn) and its params file in ``folder``."""
+    params = folder / "params-images.json"
+    params.write_text(json.dumps(TINY_PARAMS))
+    config = folder / "optimize-images.yaml"
+    config.write_text(TINY_STUDY.format(name=name, params=params))
+    return config, params
+
+
+@pytest.fixture
+def study_files(workdir: Path) -> tuple[Path, Path]:
+    """The tiny study's files in the test's own folder."""
+    return _write_study_files(workdir, "digits")
+
+
+@dataclass
+class ImageStore:
+    """One tiny study on the digits and its registered champion, shared by a module."""
+
+    root: Path
+    uri: str
+    study: Any
+    parent_run_id: str | None
+    best_file: Path
+
+
+@pytest.fixture(scope="module")
+def image_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageStore]:
+    """Study, train-best and registration once, in a private store and folder."""
+    root = tmp_path_factory.mktemp("images")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        mlflow.set_tracking_uri(uri)
+        best_file = root / "best.json"
+        config, _ = _write_study_files(root, "digits")
+        result, dataset, splits = _run_tiny_study(config, best_file)
+        outcome = jobs.train_best(read_best_params(best_file), dataset, splits)
+        assert outcome.promoted and outcome.version == "1"
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        mlflow.tracking.fluent._active_experiment_id = None
+        yield ImageStore(root, uri, result.study, result.parent_run_id, best_file)
+
+
+@pytest.fixture
+def champion(image_store: ImageStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The module's champion, with its store as this test's tracking store."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", image_store.uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(image_store.uri)
+    yield "models:/tagifai-images@champion"
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    mlflow.tracking.fluent._active_experiment_id = None
+
+
+def test_study_on_digits_logs_only_each_architectures_knobs(champion, image_store):
+    study = image_store.study
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3
+    best = read_best_params(image_store.best_file)
+    assert best.task == "images" and best.metric == "val_accuracy"
+    assert best.decision.kind == "confidence" and 0.0 <= best.decision.thresholds[0] <= 1.0
+    assert best.value == max(t.value for t in study.trials)
+
+    client = mlflow.MlflowClient()
+    children = client.search_runs(
+        [client.get_experiment_by_name("digits").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{image_store.parent_run_id}'",
+    )
+    assert len(children) == 3
+    kinds = {child.data.params["architecture"] for child in children}
+    for child in children:
+        params = child.data.params
+        if params["architecture"] == "mlp":
+            assert "hidden_units" in params and "channels" not in params
+            assert "batch_norm" not in params and "augment" not in params
+        else:
+            assert "channels" in params and "hidden_units" not in params
+        assert not any(key.startswith("data.") for key in params)
+        assert child.data.metrics["val_accuracy"] > 0.5  # ten classes: chance is 0.1
+    assert kinds == {"mlp", "cnn"}
+
+
+def test_train_best_predict_pyfunc_and_abstain(tmp_path, champion):
+    image, label = _digit(0)
+    png = _png(np.array(Image.fromarray(image).resize((32, 32))))  # another size: resized
+    model = mlflow.pyfunc.load_model(champion)
+
+    keep_all = {"threshold": 0.0}  # never abstain: the class itself is checked
+    by_bytes = model.predict(pd.DataFrame({"image": [png]}), params=keep_all)
+    assert list(by_bytes.columns) == ["class", "probability", "probabilities"]
+    assert by_bytes["class"][0] == label
+    probabilities = by_bytes["probabilities"][0]
+    assert isinstance(probabilities, dict) and set(probabilities) == {str(i) for i in range(10)}
+    assert abs(sum(probabilities.values()) - 1.0) < 1e-3
+
+    by_base64 = model.predict(
+        pd.DataFrame({"image": [base64.b64encode(png).decode()]}), params=keep_all
+    )
+    assert by_base64["class"][0] == label
+    path = tmp_path / "digit.png"
+    path.write_bytes(png)
+    by_path = model.predict(pd.DataFrame({"path": [str(path)]}), params=keep_all)
+    assert by_path["class"][0] == label
+    by_array = model.predict(pd.DataFrame({"image": [image, image]}), params=keep_all)
+    assert list(by_array["class"]) == [label, label]
+
+    # A cut-off above every probability: the model abstains (class None) but still answers.
+    abstained = model.predict(pd.DataFrame({"image": [png]}), params={"threshold": 1.0})
+    if by_bytes["probability"][0] < 1.0:
+        assert abstained["class"][0] is None
+    assert abstained["probability"][0] == by_bytes["probability"][0]
+
+
+def test_cli_train_best_and_predict(workdir, study_files):
+    runner = CliRunner()
+    config, _ = study_files
+    result = runner.invoke(app, ["optimize", "--task", "images", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert Path("config/best_params-images.json").is_file()
+    result = runner.invoke(app, ["train-best", "--task", "images"])
+    assert result.exit_code == 0, result.output
+    assert "tagifai-images version 1 is now @champion" in result.output
+    assert "decision threshold re-tuned on validation" in result.output
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("tagifai-images", "champion")
+    run = client.get_run(version.run_id)
+    assert run.info.run_name == "train-best-digits"
+    artifacts = {item.path for item in client.list_artifacts(version.run_id)}
+    assert {"confusion.png", "performance.json", "predictor.json"} <= artifacts
+    assert "test_accuracy" in run.data.metrics
+
+    image, label = _digit(5)
+    path = workdir / "five.png"
+    path.write_bytes(_png(image))
+    result = runner.invoke(app, ["predict", "--task", "images", str(path), "--threshold", "0"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    # The CLI says what the registered model says (its accuracy is tested elsewhere).
+    model = mlflow.pyfunc.load_model("models:/tagifai-images@champion")
+    expected = model.predict(pd.DataFrame({"image": [image]}), params={"threshold": 0.0})
+    assert printed["class"] == expected["class"][0] and label in printed["probabilities"]
+    assert printed["probability"] == pytest.approx(expected["probability"][0], abs=1e-6)
+    # The text champion does not exist: a text predict says so in one line.
+    result = runner.invoke(app, ["predict", "some text"])
+    assert result.exit_code == 2
+    assert "tagifai@champion" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not an image at all", "not a readable image"),
+        (b"", "not a readable image"),
+    ],
+)
+def test_predict_bad_image_is_one_line(tmp_path, champion, content, message):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    result = CliRunner().invoke(app, ["predict", "--task", "images", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_image_inputs_are_refused(champion, tmp_path):
+    predictor = WORKLOAD  # the payload rules live in the workload
+    model = mlflow.pyfunc.load_model(champion)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="expected an 'image' column"):
+        model.predict(pd.DataFrame({"text": ["a"]}))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="base64"):
+        model.predict(pd.DataFrame({"image": ["***not base64***"]}))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="no such image file"):
+        model.predict(pd.DataFrame({"path": [str(tmp_path / "missing.png")]}))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="grey uint8"):
+        model.predict(pd.DataFrame({"image": [np.zeros((8, 8, 3), dtype=np.uint8)]}))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="threshold"):
+        model.predict(pd.DataFrame({"image": [_png(_digit(0)[0])]}), params={"threshold": 2.0})
+    assert predictor.name == "images"
+
+
+def test_cli_refuses_bad_image_data_and_options(workdir):
+    copy_project(workdir)  # the default study configs under config/
+    runner = CliRunner()
+    result = runner.invoke(app, ["optimize", "--task", "images", "--data", "nowhere"])
+    assert result.exit_code == 2 and "nowhere: not a folder" in result.output
+    result = runner.invoke(app, ["optimize", "--task", "images", "--tags", "tags.json"])
+    assert result.exit_code == 2 and "takes no taxonomy" in result.output
+    result = runner.invoke(app, ["optimize", "--task", "sound"])
+    assert result.exit_code == 2 and "unknown task 'sound'" in result.output
+    assert not Path("experiments/mlflow.db").exists()  # refused before any store was made
+
+
+def test_confidence_threshold_is_tuned_for_the_target():
+    labels = np.array([0, 0, 1, 1])
+    # Two confident right answers, one unsure right, one unsure wrong.
+    probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.4, 0.6], [0.6, 0.4]])
+    assert choose_confidence(labels, probs, 0.99) == pytest.approx(0.9)
+    assert choose_confidence(labels, probs, 0.0) == 0.0
+    assert choose_confidence(labels, probs, 0.7) == 0.0  # 3/4 right overall: keep all
+    # Ties: a cut at 0.6 keeps both 0.6 rows (one wrong), so 0.8 needs 0.9.
+    assert choose_confidence(labels, probs, 0.8) == pytest.approx(0.9)
+    wrong = np.array([[0.1, 0.9], [0.2, 0.8]])
+    assert choose_confidence(np.array([0, 0]), wrong, 0.5) == 1.0  # never right: abstain
+
+
+def test_image_params_are_strict_and_bounded():
+    with pytest.raises(ValueError, match="architecture"):
+        ImagesParams.model_validate({"model": {"architecture": "vgg"}})
+    with pytest.raises(ValueError, match="hidden_units"):
+        ImagesParams.model_validate({"model": {"architecture": "mlp", "hidden_units": 10**9}})
+    with pytest.raises(ValueError, match="batch_norm"):
+        ImagesParams.model_validate({"model": {"architecture": "cnn", "batch_norm": "yes"}})
+    with pytest.raises(ValueError, match="val_size"):
+        ImagesParams.model_validate({"data": {"val_size": 0.5, "test_size": 0.5}})
+    assert ImagesParams().model.architecture == "cnn"
+
+
+def test_predict_path_imports_neither_optuna_nor_sklearn(tmp_path, champion):
+    image, label = _digit(3)
+    path = tmp_path / "three.png"
+    path.write_bytes(_png(image))
+    code = (
+        "import sys, json\n"
+        "from tagifai import tracking\n"
+        "from tagifai.logged_models import load_predictor\n"
+        "import pandas as pd\n"
+        "tracking.configure(read_only=True)\n"
+        f"p = load_predictor({champion!r})\n"
+        f"r = p.predict(pd.DataFrame({{'path': [{str(path)!r}]}}), threshold=0.0)\n"
+        "print(json.dumps({'class': r[0]['class'], 'mods': sorted(m for m in sys.modules\n"
+        "    if m.split('.')[0] in ('optuna', 'sklearn', 'optuna_integration'))}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"class": label, "mods": []}
+
+
+@pytest.fixture
+def served(tmp_path: Path, champion: str) -> Iterator[str]:
+    port = free_port()
+    command = [
+        str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve", "-m", champion,
+        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180  # a safety net: the loop waits on /ping
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.5)
+        yield f"{base}/invocations"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def _post(url: str, payload: object) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.mark.server
+def test_served_model_answers_base64_png(served, tmp_path):
+    image, label = _digit(7)
+    b64 = base64.b64encode(_png(image)).decode()
+    status, body = _post(
+        served,
+        {"dataframe_split": {"columns": ["image"], "data": [[b64]]}, "params": {"threshold": 0.0}},
+    )
+    assert status == 200, body
+    prediction = body["predictions"][0]
+    assert prediction["class"] == label
+    assert isinstance(prediction["probabilities"], dict)  # a JSON object, not a string
+    status, body = _post(
+        served,
+        {"dataframe_split": {"columns": ["image"], "data": [[b64]]}, "params": {"threshold": 1.0}},
+    )
+    assert status == 200 and "class" in body["predictions"][0]
+    if prediction["probability"] < 1.0:
+        assert body["predictions"][0]["class"] is None
+    # Bad payloads: 400 with one line, never a 500.
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(_png(image))
+    for payload, message in (
+        ({"dataframe_split": {"columns": ["path"], "data": [[str(secret)]]}}, "served model"),
+        ({"dataframe_split": {"columns": ["image"], "data": [["aGVsbG8="]]}}, "readable image"),
+        ({"dataframe_split": {"columns": ["text"], "data": [["hi"]]}}, "image"),
+    ):
+        status, body = _post(served, payload)
+        assert status == 400, body
+        assert message in body["message"] and "Traceback" not in body["message"]
+
+
+def test_load_data_refuses_a_second_input():
+    with pytest.raises(TagifaiError, match="no second input"):
+        WORKLOAD.load_data(None, "tags.json", ImagesParams())
