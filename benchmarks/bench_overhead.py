@@ -17,10 +17,10 @@ machine's drift over the benchmark (its speed changes by more than the effect)
 out of the comparison. Also the ratio of the two arms' medians and the median wall
 times. The wall-time difference of two ~1-minute studies is noisy (a few seconds
 either way on this machine), so the tracked studies also time their own tracking:
-every entry point of ``tagifai.tracking`` the study calls, MLflow's run start/end
-(the MLflowCallback's child runs) and the summary's plots are wrapped in a timer
-(outermost calls only), giving the logging time per trial and its share of the
-tracked study's wall time, measured in-process rather than as a difference.
+every entry point of the study tracker (``tagifai.runs``) the study calls, MLflow's
+run start/end (the MLflowCallback's child runs) and the summary's plots are wrapped
+in a timer (outermost calls only), giving the logging time per trial and its share
+of the tracked study's wall time, measured in-process rather than as a difference.
 
 Run: ``python -m benchmarks.bench_overhead [--trials 4] [--repeats 7] [--smoke] [--out FILE]``.
 """
@@ -58,10 +58,10 @@ from benchmarks.common import (
     warm_up,
     workspace,
 )
-from tagifai import optimize, tracking
-from tagifai.config import OptimizeConfig, Params, PrunerConfig
-from tagifai.data import Dataset, Splits
-from tagifai.optimize import run_study
+from tagifai import runs, study
+from tagifai.search import OptimizeConfig, PrunerConfig
+from tagifai.study import run_study
+from tagifai.workloads.base import DataSet, RunParams, Splits
 
 __all__ = ["main", "run"]
 
@@ -75,18 +75,17 @@ OVERHEAD_TARGET = Target("<=", 3.0, "<= 3%")
 
 # Everything a tracked study does that an untracked one does not, by where it is called.
 TRACKING_CALLS: list[tuple[Any, str]] = [
-    (tracking.StudyTracker, "start"),
-    (tracking.StudyTracker, "callback"),
-    (tracking.StudyTracker, "log_trial"),
-    (tracking.StudyTracker, "log_summary"),
-    (tracking.StudyTracker, "end"),
-    (tracking.MlflowReporter, "__init__"),
-    (tracking.MlflowReporter, "on_epoch_end"),
-    (tracking.MlflowReporter, "flush"),
-    (tracking, "log_study_config"),
-    (tracking, "log_params"),
-    (tracking, "log_trial_model"),
-    (optimize, "make_figures"),  # only the tracked summary draws plots
+    (runs.StudyTracker, "start"),
+    (runs.StudyTracker, "callback"),
+    (runs.StudyTracker, "log_study"),  # the parent run's data, params and config
+    (runs.StudyTracker, "trial_started"),  # a trial's params
+    (runs.StudyTracker, "trial_finished"),  # its metrics and logged model
+    (runs.StudyTracker, "log_summary"),
+    (runs.StudyTracker, "end"),
+    (runs.MlflowReporter, "__init__"),
+    (runs.MlflowReporter, "on_epoch_end"),
+    (runs.MlflowReporter, "flush"),
+    (study, "make_figures"),  # the summary's plots, for the tracker's parent run
     (mlflow, "start_run"),  # the MLflowCallback's child runs
     (mlflow, "end_run"),
 ]
@@ -132,10 +131,9 @@ def timed_tracking() -> Iterator[list[float]]:
 
 def _one_study(
     config: OptimizeConfig,
-    base: Params,
-    dataset: Dataset,
+    base: RunParams,
+    dataset: DataSet,
     splits: Splits,
-    tags: str | None,
     folder: Path,
     track: bool,
 ) -> tuple[float, float, list[float | None]]:
@@ -147,7 +145,7 @@ def _one_study(
     with timed_tracking() as logging_seconds:
         started = time.perf_counter()
         result = run_study(
-            config, base, dataset, splits, tags, storage=config.storage,
+            config, base, dataset, splits, storage=config.storage,
             best_params_file=None, track=track,
         )  # fmt: skip
         seconds = time.perf_counter() - started
@@ -188,7 +186,7 @@ def run(inputs: Inputs, trials: int | None = None, repeats: int = REPEATS) -> Re
                     }
                 )
                 seconds, logging_seconds, trial_values = _one_study(
-                    config, base, dataset, splits, inputs.tags, sub, track
+                    config, base, dataset, splits, sub, track
                 )
                 times[track].append(seconds)
                 logging_times[track].append(logging_seconds)

@@ -59,7 +59,7 @@ from benchmarks.common import (
 )
 from tagifai import jobs
 
-__all__ = ["main", "run"]
+__all__ = ["free_port", "main", "post", "run", "serve"]
 
 KEY = "predict"
 TITLE = "4. Prediction: load, batch, serve (bench_predict)"
@@ -108,13 +108,14 @@ def _load_in_fresh_process(model_uri: str, env: dict[str, str]) -> dict[str, flo
     return result
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _post(port: int, body: bytes) -> float:
+def post(port: int, body: bytes) -> float:
     """One POST to /invocations on a new connection; its latency in ms."""
     started = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
@@ -150,7 +151,7 @@ def serve(model_uri: str, env: dict[str, str], log_file: Path) -> Iterator[tuple
     The server runs in its own process group, so stopping it also stops the
     workers it starts.
     """
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
@@ -192,7 +193,8 @@ def run(inputs: Inputs, requests: int = REQUESTS) -> Report:
         env = child_env(MLFLOW_TRACKING_URI=uri)
         params = train_params(inputs)
         dataset, splits = load_inputs_data(params, inputs)
-        progress(KEY, f"train and log a model ({params.architecture}, {len(dataset.frame)} rows)")
+        architecture = params.model.architecture
+        progress(KEY, f"train and log a model ({architecture}, {len(dataset.frame)} rows)")
         outcome = jobs.train_and_log(params, dataset, splits, experiment_name="bench-predict")
         model_uri = outcome.model_uri
 
@@ -220,8 +222,8 @@ def run(inputs: Inputs, requests: int = REQUESTS) -> Report:
         ]
         with serve(model_uri, env, folder / "serve.log") as (port, start_seconds):
             for body in bodies[:WARMUP_REQUESTS]:
-                _post(port, body)
-            latencies = np.asarray([_post(port, body) for body in bodies[WARMUP_REQUESTS:]])
+                post(port, body)
+            latencies = np.asarray([post(port, body) for body in bodies[WARMUP_REQUESTS:]])
 
     load = median([entry["load_s"] for entry in loads])
     each_load = ", ".join(f"{entry['load_s']:.2f}" for entry in loads)
@@ -278,7 +280,7 @@ def run(inputs: Inputs, requests: int = REQUESTS) -> Report:
         measured(
             "model test weighted F1",
             float(outcome.test_metrics["overall"]["f1"]),
-            note=f"config/params.json ({params.architecture}); the model being served",
+            note=f"config/params.json ({architecture}); the model being served",
         ),
     ]
     return Report(

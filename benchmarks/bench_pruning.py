@@ -39,8 +39,8 @@ from benchmarks.common import (
     warm_up,
     workspace,
 )
-from tagifai.config import PrunerConfig
-from tagifai.optimize import run_study
+from tagifai.search import PrunerConfig
+from tagifai.study import run_study
 
 __all__ = ["main", "run"]
 
@@ -102,7 +102,7 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
             )
             arm_started = time.perf_counter()
             result = run_study(
-                config, base, dataset, splits, inputs.tags, storage=config.storage,
+                config, base, dataset, splits, storage=config.storage,
                 best_params_file=None, track=False,
                 on_trial=_progress(arm),
             )  # fmt: skip

@@ -3,17 +3,17 @@
 What is measured, in one process:
 
 1. The default study (``config/optimize.yaml``, unchanged except a fresh study name
-   and a temporary Optuna storage) run with ``tagifai.optimize.run_study(track=True)``
+   and a temporary Optuna storage) run with ``tagifai.study.run_study(track=True)``
    into a temporary sqlite MLflow store: its wall time and trial states.
-2. ``tagifai.jobs.train_best`` on the study's ``best_params.json``, exactly what
+2. ``tagifai.jobs.train_best`` on the study's best params (``BestParams``), exactly what
    ``make optimize && make train-best`` does: the trained model's test weighted and
    micro precision / recall / F1, and per-class F1. The threshold and every tuning
    choice saw the validation split only; the test split is scored once.
 3. A TF-IDF baseline on the *same* split (``jobs.load_data`` with the best params):
    word 1-2 grams + char_wb 2-5 grams (sublinear tf) into a one-vs-rest logistic
    regression (C=10, balanced classes), its one global threshold tuned on validation
-   with ``tagifai.evaluate.choose_threshold``. A neural tagger that does not beat
-   this is not worth its tuning machinery.
+   with ``tagifai.workloads.text.evaluate.choose_threshold``. A neural tagger that
+   does not beat this is not worth its tuning machinery.
 4. The margin's spread over splits: the best params trained (untracked, no new
    study) and the baseline fitted on four more seeded splits of the same data, each
    scored on its own test split. Reported, not a target. It leans slightly to the
@@ -57,12 +57,14 @@ from benchmarks.common import (
     trial_states,
     workspace,
 )
-from tagifai import evaluate, jobs
-from tagifai.config import Params
-from tagifai.data import Dataset, Splits, label_matrix, split
-from tagifai.optimize import run_study
-from tagifai.task import get_task
-from tagifai.train import train
+from tagifai import jobs
+from tagifai.best_params import BestParams
+from tagifai.predict import Predictor
+from tagifai.study import run_study
+from tagifai.training import NullReporter
+from tagifai.workloads.base import RunParams
+from tagifai.workloads.text import WORKLOAD, evaluate
+from tagifai.workloads.text.data import Dataset, Splits, label_matrix
 
 __all__ = ["main", "run", "tfidf_baseline"]
 
@@ -79,27 +81,26 @@ PUBLISHED = (
 )
 
 
-def _train_best(payload: dict, **kwargs):
-    """train-best on the data the payload names."""
-    return jobs.train_best(payload, *jobs.load_best_data(payload), **kwargs)
+def _train_best(best: BestParams) -> jobs.TrainOutcome:
+    """train-best on the data the study's record names."""
+    dataset, splits = jobs.load_data(best.run_params(), best.data_source, best.extra_source)
+    return jobs.train_best(best, dataset, splits)
 
 
-def tfidf_baseline(dataset: Dataset, splits: Splits, params: Params) -> dict[str, Any]:
+def tfidf_baseline(dataset: Dataset, splits: Splits) -> dict[str, Any]:
     """Fit the TF-IDF + logistic regression baseline on train; score it on test.
 
     Args:
         dataset: Prepared data (for the classes).
         splits: The split the neural model was trained and tested on.
-        params: Its params (for the task's inputs).
 
     Returns:
-        :func:`tagifai.evaluate.get_metrics` on test, plus ``threshold`` (chosen on
-        validation) and ``seconds`` (fit + predict).
+        :func:`tagifai.workloads.text.evaluate.get_metrics` on test, plus ``threshold``
+        (chosen on validation) and ``seconds`` (fit + predict).
     """
     started = time.perf_counter()
-    task = get_task(params.task)
     classes = dataset.classes
-    texts = {name: task.inputs(getattr(splits, name)) for name in ("train", "val", "test")}
+    texts = {name: getattr(splits, name)["text"].tolist() for name in ("train", "val", "test")}
     labels = {
         name: label_matrix(getattr(splits, name)["tags"].tolist(), classes)
         for name in ("train", "val", "test")
@@ -125,7 +126,7 @@ def tfidf_baseline(dataset: Dataset, splits: Splits, params: Params) -> dict[str
     return metrics
 
 
-def other_splits(dataset: Dataset, best: Params, seeds: Sequence[int]) -> list[dict[str, float]]:
+def other_splits(dataset: Dataset, best: RunParams, seeds: Sequence[int]) -> list[dict[str, float]]:
     """Test weighted F1 of the best params and of the baseline on other seeded splits.
 
     Args:
@@ -139,11 +140,14 @@ def other_splits(dataset: Dataset, best: Params, seeds: Sequence[int]) -> list[d
     results = []
     for seed in seeds:
         params = best.model_copy(update={"seed": seed})
-        splits = split(dataset, params)
-        predictor = train(params, dataset, splits).predictor
-        metrics = evaluate.evaluate_predictor(predictor, splits.test, dataset.classes)
+        splits = WORKLOAD.split(dataset, params)
+        result = WORKLOAD.train(params, dataset, splits, NullReporter())
+        predictor = Predictor(
+            params, dataset.classes, result.encoder, result.model, result.decision
+        )
+        metrics = WORKLOAD.evaluate(predictor, splits.test)
         model = metrics["overall"]["f1"]
-        baseline = tfidf_baseline(dataset, splits, params)["overall"]["f1"]
+        baseline = tfidf_baseline(dataset, splits)["overall"]["f1"]
         results.append({"seed": seed, "model": model, "baseline": baseline})
     return results
 
@@ -191,7 +195,6 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
             base,
             dataset,
             splits,
-            inputs.tags,
             storage=config.storage,
             best_params_file=folder / "best_params.json",
             track=True,
@@ -199,17 +202,17 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
         )
         study_minutes = (time.perf_counter() - study_started) / 60
         states = trial_states(result.study)
-        payload = result.best_params
-        if payload is None:
+        record = result.best
+        if record is None:
             raise RuntimeError(f"study finished with no completed trial: {states}")
-        progress(KEY, f"train-best (trial {payload['trial_number']})")
+        progress(KEY, f"train-best (trial {record.trial_number})")
         train_started = time.perf_counter()
-        outcome = _train_best(payload)
+        outcome = _train_best(record)
         train_seconds = time.perf_counter() - train_started
         progress(KEY, "TF-IDF baseline")
-        best = Params.model_validate(payload["params"])
+        best = record.run_params()
         base_dataset, base_splits = jobs.load_data(best, inputs.data, inputs.tags)
-        baseline = tfidf_baseline(base_dataset, base_splits, best)
+        baseline = tfidf_baseline(base_dataset, base_splits)
         seeds = OTHER_SEEDS[:1] if inputs.smoke else OTHER_SEEDS
         progress(KEY, f"best params and baseline on {len(seeds)} more seeded splits")
         spread = other_splits(base_dataset, best, seeds)
@@ -221,7 +224,7 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
     )
     tuned = ", ".join(
         f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
-        for key, value in payload["tuned"].items()
+        for key, value in record.tuned.items()
     )
     default = "" if n_trials is None else f"; n_trials overridden to {n_trials}: not the default"
     rows: list[Row] = [
@@ -230,7 +233,7 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
             overall["f1"],
             target=F1_TARGET,
             note=(
-                f"best trial {payload['trial_number']} (val F1 {payload['value']:.4f}) retrained "
+                f"best trial {record.trial_number} (val F1 {record.value:.4f}) retrained "
                 f"by train_best; {overall['num_samples']} test projects{default}"
             ),
         ),

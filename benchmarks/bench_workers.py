@@ -52,13 +52,14 @@ from benchmarks.common import (
     progress,
     reset_mlflow_state,
     run_script,
+    smoke_space,
     stop_process_group,
     train_params,
     trial_states,
     workspace,
 )
-from tagifai.config import OptimizeConfig, load_optimize_config
-from tagifai.optimize import suggest
+from tagifai.search import OptimizeConfig, load_optimize_config, suggest_params
+from tagifai.workloads.base import RunParams
 
 __all__ = ["main", "run"]
 
@@ -72,20 +73,31 @@ COMMAND_TIMEOUT = 30 * 60  # seconds; a stuck study is stopped, not waited on fo
 DRAW_SEED = 7  # the queued param sets: the same in both runs
 
 
-def _queued_params(config: OptimizeConfig, n_trials: int) -> list[dict[str, Any]]:
-    """``n_trials`` param sets from the study's search space, by a seeded random sampler."""
+def _queued_params(config: OptimizeConfig, base: RunParams, n_trials: int) -> list[dict[str, Any]]:
+    """``n_trials`` param sets from the study's search space, by a seeded random sampler.
+
+    Each is a trial's sampled values (the architecture, then its knobs), as
+    ``study.enqueue_trial`` takes them.
+    """
     draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=DRAW_SEED))
-    return [suggest(draw.ask(), config.search_space) for _ in range(n_trials)]
+    queued = []
+    for _ in range(n_trials):
+        trial = draw.ask()
+        suggest_params(trial, config, base)
+        queued.append(dict(trial.params))
+    return queued
 
 
 def _study_file(folder: Path, inputs: Inputs) -> Path:
-    """A copy of ``config/optimize.yaml`` with the Nop pruner and absolute params path."""
+    """A copy of ``config/optimize.yaml`` with the Nop pruner and absolute params path
+    (in a smoke run, shrunk params and every architecture's epochs pinned)."""
     config = yaml.safe_load(OPTIMIZE_CONFIG.read_text(encoding="utf-8"))
     config["pruner"] = {"name": "Nop"}
     params_file = PARAMS_FILE
     if inputs.smoke:
         params_file = folder / "smoke_params.json"
         params_file.write_text(json.dumps(train_params(inputs).model_dump(mode="json")))
+        config["search_space"] = smoke_space(config.get("search_space") or {})
     config["params"] = str(params_file)
     path = folder / "optimize.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -196,8 +208,8 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
     runs: dict[int, WorkerRun] = {}
     with workspace(KEY) as folder:
         config_file = _study_file(folder, inputs)
-        config, _ = load_optimize_config(config_file)
-        queued = _queued_params(config, n_trials)
+        config, base, _ = load_optimize_config(config_file)
+        queued = _queued_params(config, base, n_trials)
         for workers in WORKERS:
             progress(KEY, f"tagifai optimize --workers {workers} --n-trials {n_trials}")
             runs[workers] = _optimize(

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,19 +30,19 @@ from typing import Any, Literal
 import optuna
 
 from tagifai import jobs, tracking
-from tagifai.config import (
-    SAMPLE_PROJECTS,
-    SAMPLE_TAGS,
-    OptimizeConfig,
-    Params,
-    load_optimize_config,
-    load_params,
-)
-from tagifai.data import Dataset, Splits
+from tagifai.config import read_mapping
 from tagifai.files import write_bytes_atomic
+from tagifai.search import OptimizeConfig, load_optimize_config, load_params_file, params_for
+from tagifai.training import NullReporter
+from tagifai.workloads import get_workload
+from tagifai.workloads.base import DataSet, RunParams, Splits
+from tagifai.workloads.text import WORKLOAD as TEXT
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "DEFAULT_FASHION_MNIST_DIR",
+    "DEFAULT_MNIST_DIR",
+    "IMAGES_KEY",
     "OPTIMIZE_CONFIG",
     "PARAMS_FILE",
     "REPO",
@@ -54,6 +54,7 @@ __all__ = [
     "Row",
     "Target",
     "add_common_args",
+    "add_image_args",
     "child_env",
     "epochs_trained",
     "failed_report",
@@ -69,6 +70,7 @@ __all__ = [
     "reset_mlflow_state",
     "resolve_inputs",
     "run_script",
+    "smoke_space",
     "stop_process_group",
     "study_config",
     "table",
@@ -83,15 +85,22 @@ REPO = Path(__file__).resolve().parents[1]
 # The public Made-With-ML files (2021-03-08, commit 03ae938), read in place.
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "datasets" / "MLOps" / "2021-03-08_03ae938"
 DATA_ENV = "TAGIFAI_BENCH_DATA"  # a directory holding projects.json and tags.json
+# Image folders of IDX files (bench_images), read in place.
+DEFAULT_FASHION_MNIST_DIR = REPO.parent / "shared" / "datasets" / "FashionMNIST"
+DEFAULT_MNIST_DIR = REPO.parent / "shared" / "datasets" / "MNIST"
+FASHION_MNIST_ENV = "TAGIFAI_BENCH_FASHION_MNIST"
+MNIST_ENV = "TAGIFAI_BENCH_MNIST"
 RESULTS_FILE = REPO / "benchmarks" / "RESULTS.md"
 SMOKE_RESULTS_FILE = REPO / "benchmarks" / "out" / "RESULTS-smoke.md"  # git-ignored
 OPTIMIZE_CONFIG = REPO / "config" / "optimize.yaml"
 PARAMS_FILE = REPO / "config" / "params.json"
 
-# --smoke: a training on the 420-project sample takes about a second with these.
-SMOKE_PARAMS: dict[str, Any] = {"num_epochs": 3, "patience": 2}
+# --smoke: a training on the 420-project sample takes about a second with these. Every
+# architecture has its own defaults, so a smoke study pins them in its search space too.
+SMOKE_PARAMS: dict[str, int] = {"num_epochs": 3, "patience": 2}
 
 _STARTED = time.monotonic()
+IMAGES_KEY = "images"  # the one benchmark that reads the image folders, not the text data
 
 
 # --- inputs ------------------------------------------------------------------------
@@ -102,14 +111,28 @@ class Inputs:
     """The data a benchmark runs on.
 
     Attributes:
-        data: ``projects.json`` path.
+        data: ``projects.json`` path (empty when only images are benchmarked).
         tags: ``tags.json`` path, or ``None``.
         smoke: Shipped sample and tiny settings: checks the script, measures nothing.
+        fashion_mnist: FashionMNIST IDX folder (``None`` in a smoke run: the digits).
+        mnist: MNIST IDX folder (``None`` in a smoke run: the digits).
     """
 
     data: str
     tags: str | None
     smoke: bool = False
+    fashion_mnist: str | None = None
+    mnist: str | None = None
+
+    def describe(self, keys: Collection[str]) -> list[str]:
+        """The data lines of a results file's header, for the benchmarks in ``keys``."""
+        lines = []
+        if self.data and set(keys) - {IMAGES_KEY}:
+            lines.append(f"- Data: `{self.data}` (tags: `{self.tags}`)")
+        if IMAGES_KEY in keys:
+            folders = f"`{self.fashion_mnist}`, `{self.mnist}`"
+            lines.append(f"- Image data: {'scikit-learn digits' if self.smoke else folders}")
+        return lines
 
 
 def add_common_args(parser: argparse.ArgumentParser, trials: int | str | None = None) -> None:
@@ -142,14 +165,43 @@ def add_common_args(parser: argparse.ArgumentParser, trials: int | str | None = 
         )
 
 
-def resolve_inputs(args: argparse.Namespace) -> Inputs:
-    """The data files: ``--smoke`` sample, else flags, else ``$TAGIFAI_BENCH_DATA``, else shared.
+def add_image_args(parser: argparse.ArgumentParser) -> None:
+    """``--fashion-mnist`` and ``--mnist``: the IDX folders of :mod:`benchmarks.bench_images`."""
+    parser.add_argument(
+        "--fashion-mnist",
+        help=f"FashionMNIST IDX folder [default: ${FASHION_MNIST_ENV}, else "
+        f"{DEFAULT_FASHION_MNIST_DIR}]",
+    )
+    parser.add_argument(
+        "--mnist",
+        help=f"MNIST IDX folder [default: ${MNIST_ENV}, else {DEFAULT_MNIST_DIR}]",
+    )
+
+
+def resolve_inputs(args: argparse.Namespace, text: bool = True) -> Inputs:
+    """The data: ``--smoke`` sample, else flags, else ``$TAGIFAI_BENCH_*``, else shared.
+
+    Image folders (``--fashion-mnist``, ``--mnist``) are resolved but not checked here:
+    only :mod:`benchmarks.bench_images` reads them, and checks them when it does.
+
+    Args:
+        args: Parsed flags (:func:`add_common_args`, maybe :func:`add_image_args`).
+        text: Whether the text data is needed (``False``: images only, ``data`` empty).
 
     Raises:
         SystemExit: If the projects or tags file does not exist.
     """
     if args.smoke:
-        return Inputs(str(SAMPLE_PROJECTS), str(SAMPLE_TAGS), smoke=True)
+        projects, tags_file = TEXT.default_data() if text else ("", None)
+        return Inputs(projects or "", tags_file, smoke=True)
+    fashion = getattr(args, "fashion_mnist", None) or os.environ.get(FASHION_MNIST_ENV)
+    mnist = getattr(args, "mnist", None) or os.environ.get(MNIST_ENV)
+    images = {
+        "fashion_mnist": str(Path(fashion or DEFAULT_FASHION_MNIST_DIR).resolve()),
+        "mnist": str(Path(mnist or DEFAULT_MNIST_DIR).resolve()),
+    }
+    if not text:
+        return Inputs("", None, **images)
     folder = Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
     data = Path(args.data) if args.data else folder / "projects.json"
     tags = Path(args.tags) if args.tags else data.parent / "tags.json"
@@ -157,45 +209,71 @@ def resolve_inputs(args: argparse.Namespace) -> Inputs:
         raise SystemExit(f"error: {data}: projects file not found (use --data or ${DATA_ENV})")
     if args.tags and not tags.is_file():
         raise SystemExit(f"error: {tags}: tags file not found")
-    return Inputs(str(data.resolve()), str(tags.resolve()) if tags.is_file() else None)
+    return Inputs(str(data.resolve()), str(tags.resolve()) if tags.is_file() else None, **images)
 
 
-def train_params(inputs: Inputs) -> Params:
+def train_params(inputs: Inputs) -> RunParams:
     """``config/params.json``, shrunk by :data:`SMOKE_PARAMS` in a smoke run."""
-    params = load_params(PARAMS_FILE)
+    params = load_params_file(TEXT, PARAMS_FILE)
     return _shrink(params) if inputs.smoke else params
 
 
-def _shrink(params: Params) -> Params:
-    return Params.model_validate({**params.model_dump(), **SMOKE_PARAMS})
+def _shrink(params: RunParams) -> RunParams:
+    model = {**params.model.model_dump(), **SMOKE_PARAMS}
+    return type(params).model_validate({**params.model_dump(exclude={"model"}), "model": model})
+
+
+def smoke_space(search_space: dict[str, Any]) -> dict[str, Any]:
+    """A study config's raw ``search_space`` with every architecture's epochs pinned.
+
+    A trial of an architecture other than the base params' starts from that
+    architecture's defaults (up to 60 epochs), so shrinking the base is not enough.
+    """
+    pinned = {
+        name: {"type": "int", "low": value, "high": value} for name, value in SMOKE_PARAMS.items()
+    }
+    architectures = search_space.get("architecture") or {}
+    return {"architecture": {name: {**knobs, **pinned} for name, knobs in architectures.items()}}
 
 
 def study_config(
-    inputs: Inputs, study_name: str, storage: str, n_trials: int | None = None
-) -> tuple[OptimizeConfig, Params]:
-    """The default study (``config/optimize.yaml``) with a fresh name and storage.
+    inputs: Inputs,
+    study_name: str,
+    storage: str,
+    n_trials: int | None = None,
+    config_file: Path = OPTIMIZE_CONFIG,
+    params_file: Path = PARAMS_FILE,
+    **overrides: Any,
+) -> tuple[OptimizeConfig, RunParams]:
+    """A study config (default ``config/optimize.yaml``) with a fresh name and storage.
 
     Args:
-        inputs: Data and smoke flag (smoke shrinks the base params' epochs).
+        inputs: Data and smoke flag (smoke shrinks the epochs of every architecture).
         study_name: A name no earlier study used.
         storage: The Optuna storage URL of this study.
         n_trials: Override the config's ``n_trials`` (``None``: keep it).
+        config_file: The study config.
+        params_file: Its base params, by absolute path (benchmarks run in a temp dir).
+        **overrides: Other config values to override (e.g. ``timeout``).
 
     Returns:
         The study config and the base params of its trials.
     """
-    config, base = load_optimize_config(
-        OPTIMIZE_CONFIG,
-        params=str(PARAMS_FILE),  # the same file, by absolute path (we run in a temp dir)
+    if inputs.smoke:
+        overrides["search_space"] = smoke_space(read_mapping(config_file).get("search_space", {}))
+    config, base, _ = load_optimize_config(
+        config_file,
+        params=str(params_file),
         study_name=study_name,
         storage=storage,
         n_trials=n_trials,
+        **overrides,
     )
     return config, _shrink(base) if inputs.smoke else base
 
 
-def load_inputs_data(params: Params, inputs: Inputs) -> tuple[Dataset, Splits]:
-    """Read, prepare and split the data exactly as ``tagifai`` does."""
+def load_inputs_data(params: RunParams, inputs: Inputs) -> tuple[DataSet, Splits]:
+    """Read, prepare and split the text data exactly as ``tagifai`` does."""
     return jobs.load_data(params, inputs.data, inputs.tags)
 
 
@@ -327,7 +405,7 @@ def epochs_trained(study: optuna.Study) -> int:
     return sum(int(t.user_attrs.get("epochs", 0)) for t in study.trials if t.state in done)
 
 
-def warm_up(config: OptimizeConfig, base: Params, dataset: Dataset, splits: Splits) -> None:
+def warm_up(config: OptimizeConfig, base: RunParams, dataset: DataSet, splits: Splits) -> None:
     """Pay first-use costs (lazy imports, torch kernels) before any arm is timed.
 
     One one-epoch training per architecture the study may try, and the imports the
@@ -336,14 +414,10 @@ def warm_up(config: OptimizeConfig, base: Params, dataset: Dataset, splits: Spli
     import optuna.visualization  # noqa: F401
     import optuna_integration  # noqa: F401
 
-    from tagifai.train import train
-
-    space = config.search_space.get("architecture")
-    architectures = space.values() if space is not None else [base.architecture]
-    for architecture in architectures:
-        train(
-            base.model_copy(update={"num_epochs": 1, "architecture": architecture}), dataset, splits
-        )
+    workload = get_workload(config.task)
+    for architecture in list(config.architectures) or [base.model.architecture]:
+        params = params_for(base, {"architecture": architecture, "num_epochs": 1})
+        workload.train(params, dataset, splits, NullReporter())
 
 
 def median(values: Sequence[float]) -> float:
@@ -532,7 +606,7 @@ def write_results(
         f"- Versions: {info['versions']}",
         f"- Git commit: `{tracking.git_commit()}`",
         f"- Command: `{command}`",
-        f"- Data: `{inputs.data}` (tags: `{inputs.tags}`)",
+        *inputs.describe([report.key for report in reports]),
         f"- Total wall time: {seconds / 60:.1f} min",
         "",
         "## Summary",
@@ -553,7 +627,11 @@ def write_results(
 
 
 def run_script(
-    module: str, parser: argparse.ArgumentParser, run: Any, argv: Sequence[str] | None = None
+    module: str,
+    parser: argparse.ArgumentParser,
+    run: Any,
+    argv: Sequence[str] | None = None,
+    text: bool = True,
 ) -> list[Row]:
     """``main`` of a benchmark script: parse, run, print the table, maybe write ``--out``.
 
@@ -562,12 +640,13 @@ def run_script(
         parser: The script's parser (with :func:`add_common_args`).
         run: ``run(inputs, args) -> Report``.
         argv: Arguments (default ``sys.argv[1:]``).
+        text: Whether the script reads the text data (see :func:`resolve_inputs`).
 
     Returns:
         The report's rows.
     """
     args = parser.parse_args(argv)
-    inputs = resolve_inputs(args)
+    inputs = resolve_inputs(args, text=text)
     quiet()
     report: Report = run(inputs, args)
     print(report.markdown())

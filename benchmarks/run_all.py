@@ -7,8 +7,12 @@ the error, and the rest still run. ``--smoke`` runs everything on the shipped
 sample with tiny settings and writes ``benchmarks/out/RESULTS-smoke.md`` instead
 (git-ignored), so a smoke run never overwrites real results.
 
-Run: ``python -m benchmarks.run_all [--data F --tags F] [--only quality,predict]
-[--smoke] [--out FILE]`` (``make bench``, ``make bench-smoke``).
+The image benchmark (``images``, last: its two studies are time-bounded, 20 + 10
+minutes) reads the FashionMNIST and MNIST IDX folders (``--fashion-mnist``,
+``--mnist``); ``--smoke`` runs it on scikit-learn's digits.
+
+Run: ``python -m benchmarks.run_all [--data F --tags F] [--fashion-mnist D --mnist D]
+[--only quality,predict] [--smoke] [--out FILE]`` (``make bench``, ``make bench-smoke``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,21 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from benchmarks import bench_overhead, bench_predict, bench_pruning, bench_quality, bench_workers
+from benchmarks import (
+    bench_images,
+    bench_overhead,
+    bench_predict,
+    bench_pruning,
+    bench_quality,
+    bench_workers,
+)
 from benchmarks.common import (
     RESULTS_FILE,
     SMOKE_RESULTS_FILE,
     Inputs,
     Report,
     add_common_args,
+    add_image_args,
     failed_report,
     progress,
     quiet,
@@ -35,23 +47,27 @@ from benchmarks.common import (
 
 __all__ = ["BENCHMARKS", "main"]
 
-# In the order they run: quality first (the number that matters most).
+# In the order they run: quality first (the number that matters most), images last
+# (the longest, and on other data).
 BENCHMARKS: dict[str, tuple[str, Callable[[Inputs], Report]]] = {
     "quality": (bench_quality.TITLE, bench_quality.run),
     "overhead": (bench_overhead.TITLE, bench_overhead.run),
     "pruning": (bench_pruning.TITLE, bench_pruning.run),
     "predict": (bench_predict.TITLE, bench_predict.run),
     "workers": (bench_workers.TITLE, bench_workers.run),
+    "images": (bench_images.TITLE, bench_images.run),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Flags: ``--data``, ``--tags``, ``--smoke``, ``--out``, ``--only``."""
+    """Flags: ``--data``, ``--tags``, ``--fashion-mnist``, ``--mnist``, ``--smoke``, ``--out``,
+    ``--only``."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run_all",
         description="Run all benchmarks and rewrite benchmarks/RESULTS.md.",
     )
     add_common_args(parser)
+    add_image_args(parser)
     parser.add_argument(
         "--only",
         help=f"comma-separated subset of: {','.join(BENCHMARKS)} [default: all]",

@@ -65,9 +65,9 @@ def _written_path(loc: tuple[int | str, ...], data: Any) -> list[str]:
         return [str(part) for part in loc]
     path, node = [], data
     for position, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list | tuple) and isinstance(part, int) and part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list | tuple) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
             node = node[part]
         elif isinstance(node, dict) and position < len(loc) - 1:
             continue  # a union's tag: not a key of the input

@@ -473,16 +473,16 @@ class StudyTracker:
         self,
         study: optuna.Study,
         best_params: dict[str, Any],
-        figures: dict[str, Any],
-        trials: pd.DataFrame,
+        make_figures: Callable[[], dict[str, Any]],
+        make_trials: Callable[[], pd.DataFrame],
     ) -> None:
         """Log the study's result on the parent run.
 
         Args:
             study: The study (its best trial is summarised).
             best_params: The content of ``best_params.json``.
-            figures: Name -> plotly figure.
-            trials: ``study.trials_dataframe()``.
+            make_figures: Makes the plots: name -> plotly figure.
+            make_trials: Makes the trials table (``study.trials_dataframe()``).
         """
         best = study.best_trial
         finished = [t for t in study.trials if t.state.is_finished()]
@@ -507,7 +507,8 @@ class StudyTracker:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             write_json_atomic(folder / "best_params.json", best_params)
-            trials.to_csv(folder / "trials.csv", index=False)
+            make_trials().to_csv(folder / "trials.csv", index=False)
+            figures = make_figures()
             plots = folder / "plots"
             plots.mkdir()
             # One small page per plot (plotly.js from its CDN), and every plot in one

@@ -351,8 +351,12 @@ def summarize(
         return None
     best = best_params_of(study)
     failpoint("summary")
+    # Plots and the table are made only by a tracker that logs them.
     tracker.log_summary(
-        study, best.model_dump(mode="json"), make_figures(study), trials_table(study)
+        study,
+        best.model_dump(mode="json"),
+        lambda: make_figures(study),
+        lambda: trials_table(study),
     )
     if best_params_file is not None:
         write_best_params(best_params_file, best)
