@@ -341,9 +341,10 @@ def predict_command(
         raise TagifaiError("--output: only with --file")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise TagifaiError(f"--threshold: must be within [0, 1], got {threshold}")
+    uri = _resolve_model_uri(workload, run_id, model_uri)
     raw = workload.read_batch(file) if file is not None else workload.raw_from_cli(inputs or [])
     tracking.configure(read_only=True)
-    predictor = load_predictor(_resolve_model_uri(workload, run_id, model_uri))
+    predictor = load_predictor(uri)
     if predictor.params.task != workload.name:
         raise TagifaiError(
             f"model is a {predictor.params.task} model: predict with --task {predictor.params.task}"

@@ -163,11 +163,12 @@ def log_dataset(workload: Workload, dataset: DataSet, splits: Splits) -> None:
             "test_split": splits.test_digest,
             "git_commit": commit,
             "mlflow.source.git.commit": commit,
+            # A tag, not a param: `mlflow run` logs its own `task` param ("" when not given).
+            "tagifai.task": workload.name,
         }
     )
     mlflow.log_params(
         {
-            "task": workload.name,
             "data_source": dataset.source,
             "extra_source": dataset.extra_source or "",
             "num_classes": len(dataset.classes),

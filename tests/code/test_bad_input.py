@@ -27,11 +27,12 @@ from typing import Any
 import mlflow
 import pytest
 import yaml
-from helpers import REPO, TINY
+from helpers import TINY
 from typer.testing import CliRunner
 
 from tagifai.cli import app
-from tagifai.config import SAMPLE_PROJECTS, Params
+from tagifai.config import SAMPLE_DATA_DIR
+from tagifai.workloads.text.params import TextParams
 
 UNKNOWN_RUN = "deadbeef" * 4
 TRACEBACK_MARKERS = ("Traceback", 'File "')
@@ -70,20 +71,38 @@ def case(
     return pytest.param(Case(args, expected, files or {}, model), id=case_id, marks=marks)
 
 
-def tiny_with(**overrides: Any) -> Callable[[dict[str, Any]], str]:
-    """A params file: the tiny params with ``overrides`` (bad values allowed)."""
-    return lambda tiny: json.dumps({**tiny, **overrides})
+def tiny_with(
+    data: dict[str, Any] | None = None, model: dict[str, Any] | None = None, **top: Any
+) -> Callable[[dict[str, Any]], str]:
+    """A params file: the tiny params with overrides of their ``data``, ``model`` and
+    top-level keys (bad values allowed)."""
+
+    def write(tiny: dict[str, Any]) -> str:
+        merged = {**tiny, **top}
+        merged["data"] = {**tiny["data"], **(data or {})}
+        merged["model"] = {**tiny["model"], **(model or {})}
+        return json.dumps(merged)
+
+    return write
+
+
+def ngram_space(**space: Any) -> dict[str, Any]:
+    """A study's ``search_space`` over the ngram architecture only."""
+    return {"architecture": {"ngram": space}}
 
 
 def study(**overrides: Any) -> str:
     """A cheap valid study YAML (base params: the tiny ones) with ``overrides``."""
     base: dict[str, Any] = {
+        "task": "text",
         "study_name": "bad-input",
         "n_trials": 1,
         "params": "{tiny}",
         "sampler": {"name": "Random"},
         "pruner": {"name": "Nop"},
-        "search_space": {"dropout_p": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1}},
+        "search_space": ngram_space(
+            dropout_p={"type": "float", "low": 0.0, "high": 0.2, "step": 0.1}
+        ),
     }
     return yaml.safe_dump({**base, **overrides})
 
@@ -176,7 +195,7 @@ CASES = [
         "--tags",
         "tax.json",
         files={
-            "parents.json": tiny_with(add_parent_tags=True),
+            "parents.json": tiny_with(data={"add_parent_tags": True}),
             "tax.json": json.dumps([{"tag": "nlp", "parents": ["nowhere"]}, {"tag": "vision"}]),
         },
         expected=("tax.json", "tag 'nlp'", "parent 'nowhere' is not a tag"),
@@ -210,7 +229,7 @@ CASES = [
         "rare.json",
         "--data",
         "{sample}",
-        files={"rare.json": tiny_with(min_tag_freq=100_000)},
+        files={"rare.json": tiny_with(data={"min_tag_freq": 100_000})},
         expected=("projects.json", "min_tag_freq=100000", "need at least 2 classes"),
     ),
     case(
@@ -220,7 +239,7 @@ CASES = [
         "freq1.json",
         "--data",
         "five.json",
-        files={"freq1.json": tiny_with(min_tag_freq=1), "five.json": projects(5)},
+        files={"freq1.json": tiny_with(data={"min_tag_freq": 1}), "five.json": projects(5)},
         expected=("five.json", "5 projects are too few to split"),
     ),
     # --- params: tagifai train --params FILE ------------------------------------------
@@ -237,39 +256,39 @@ CASES = [
         "train",
         "--params",
         "p.json",
-        files={"p.json": tiny_with(batch_size="big")},
-        expected=("p.json", "batch_size", "'big'"),
+        files={"p.json": tiny_with(model={"batch_size": "big"})},
+        expected=("p.json", "model.batch_size", "'big'"),
     ),
     case(
         "params-negative-lr",
         "train",
         "--params",
         "p.json",
-        files={"p.json": tiny_with(lr=-0.1)},
-        expected=("p.json", "lr: Input should be greater than 0", "-0.1"),
+        files={"p.json": tiny_with(model={"lr": -0.1})},
+        expected=("p.json", "model.lr: Input should be greater than 0", "-0.1"),
     ),
     case(
         "params-dropout-one",
         "train",
         "--params",
         "p.json",
-        files={"p.json": tiny_with(dropout_p=1.0)},
-        expected=("p.json", "dropout_p: Input should be less than 1", "1.0"),
+        files={"p.json": tiny_with(model={"dropout_p": 1.0})},
+        expected=("p.json", "model.dropout_p: Input should be less than 1", "1.0"),
     ),
     case(
         "params-no-room-for-test",
         "train",
         "--params",
         "p.json",
-        files={"p.json": tiny_with(train_size=0.8, val_size=0.2)},
-        expected=("p.json", "train_size + val_size must leave room", "0.8 + 0.2"),
+        files={"p.json": tiny_with(data={"train_size": 0.8, "val_size": 0.2})},
+        expected=("p.json", "data: train_size + val_size must leave room", "0.8 + 0.2"),
     ),
     case(
         "params-invalid-json",
         "train",
         "--params",
         "p.json",
-        files={"p.json": '{"lr": 0.1,\n "batch_size": }'},
+        files={"p.json": '{"task": "text",\n "model": }'},
         expected=("p.json", "invalid JSON at line 2"),
     ),
     case(
@@ -277,8 +296,8 @@ CASES = [
         "train",
         "--params",
         "p.json",
-        files={"p.json": tiny_with(optimizer="sgdx")},
-        expected=("p.json", "optimizer", "'sgdx'"),
+        files={"p.json": tiny_with(model={"optimizer": "sgdx"})},
+        expected=("p.json", "model.optimizer", "'sgdx'"),
     ),
     case(
         "params-negative-seed",
@@ -325,8 +344,10 @@ CASES = [
         "optimize",
         "--config",
         "s.yaml",
-        files={"s.yaml": study(search_space={"lr": {"type": "float", "low": 0.5, "high": 0.1}})},
-        expected=("s.yaml", "search_space.lr", "low (0.5) > high (0.1)"),
+        files={
+            "s.yaml": study(search_space=ngram_space(lr={"type": "float", "low": 0.5, "high": 0.1}))
+        },
+        expected=("s.yaml", "search_space.architecture.ngram.lr", "low (0.5) > high (0.1)"),
     ),
     case(
         "study-zero-trials",
@@ -357,16 +378,120 @@ CASES = [
         "optimize",
         "--config",
         "s.yaml",
-        files={"s.yaml": study(search_space={"depth": {"type": "int", "low": 1, "high": 3}})},
-        expected=("s.yaml", "search_space has unknown params: depth"),
+        files={
+            "s.yaml": study(search_space=ngram_space(depth={"type": "int", "low": 1, "high": 3}))
+        },
+        expected=("s.yaml", "search_space.architecture.ngram.depth", "unknown key"),
+    ),
+    case(
+        "study-knob-of-another-architecture",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={
+            "s.yaml": study(
+                search_space=ngram_space(nb_scale={"type": "categorical", "choices": [True, False]})
+            )
+        },
+        expected=("s.yaml", "search_space.architecture.ngram.nb_scale", "unknown key"),
+    ),
+    case(
+        "study-unknown-architecture",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={
+            "s.yaml": study(
+                search_space={
+                    "architecture": {"rnn": {"lr": {"type": "float", "low": 0.1, "high": 0.2}}}
+                }
+            )
+        },
+        expected=("s.yaml", "search_space.architecture.rnn: not an architecture of task text"),
+    ),
+    case(
+        "study-no-architecture",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(search_space={"architecture": {}})},
+        expected=("s.yaml", "search_space.architecture: name at least one architecture"),
+    ),
+    case(
+        "study-one-name-two-kinds-of-range",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={
+            "s.yaml": study(
+                search_space={
+                    "architecture": {
+                        "linear": {"weight_decay": {"type": "float", "low": 1e-6, "high": 1e-4}},
+                        "ngram": {
+                            "weight_decay": {
+                                "type": "float",
+                                "low": 1e-6,
+                                "high": 1e-4,
+                                "log": True,
+                            }
+                        },
+                    }
+                }
+            )
+        },
+        expected=("s.yaml", "search_space.architecture.ngram.weight_decay", "one kind of range"),
+    ),
+    case(
+        "study-grid-over-two-architectures",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={
+            "s.yaml": study(
+                sampler={"name": "Grid"},
+                search_space={
+                    "architecture": {
+                        "linear": {"nb_scale": {"type": "categorical", "choices": [True, False]}},
+                        "ngram": {"lr": {"type": "float", "low": 0.01, "high": 0.02, "step": 0.01}},
+                    }
+                },
+            )
+        },
+        expected=("s.yaml", "sampler Grid needs a fixed search space"),
+    ),
+    case(
+        "study-task-mismatch",
+        "optimize",
+        "--task",
+        "images",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study()},
+        expected=("s.yaml", "task: the file is for 'text', not --task images"),
+    ),
+    case(
+        "study-metric-of-another-task",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(metric="val_accuracy")},
+        expected=("s.yaml", "metric: 'val_accuracy' is not a text metric"),
     ),
     case(
         "study-range-outside-param",
         "optimize",
         "--config",
         "s.yaml",
-        files={"s.yaml": study(search_space={"dropout_p": {"type": "float", "low": 0, "high": 1}})},
-        expected=("s.yaml", "search_space.dropout_p: value 1", "not a valid dropout_p"),
+        files={
+            "s.yaml": study(
+                search_space=ngram_space(dropout_p={"type": "float", "low": 0, "high": 1})
+            )
+        },
+        expected=(
+            "s.yaml",
+            "search_space.architecture.ngram.dropout_p: value 1",
+            "not a valid dropout_p",
+        ),
     ),
     case(
         "study-sampler-bad-kwargs",
@@ -411,7 +536,10 @@ CASES = [
         "models:/tagifai/1",
         expected=("--run-id and --model-uri: give one, not both",),
     ),
-    case("predict-no-input", "predict", expected=("predict: give texts or --file",)),
+    case("predict-no-input", "predict", expected=("predict: give inputs or --file",)),
+    case(
+        "train-unknown-task", "train", "--task", "audio", expected=("--task: unknown task 'audio'",)
+    ),
     case(
         "summarize-blank-study", "summarize", "--study", " ", expected=("--study: give the name",)
     ),
@@ -436,7 +564,19 @@ CASES = [
         "train-best",
         "--params",
         "{tiny}",
-        expected=("tiny_params.json", "not a best_params.json", "no study_name"),
+        expected=("tiny_params.json", "not a best-params file"),
+    ),
+    case(
+        "train-best-schema-1-file",
+        "train-best",
+        "--params",
+        "old_best.json",
+        files={
+            "old_best.json": json.dumps(
+                {"study_name": "old", "value": 0.5, "threshold": 0.5, "params": {"lr": 0.01}}
+            )
+        },
+        expected=("old_best.json", "it has no schema_version", "tagifai summarize"),
     ),
     case(
         "train-best-no-best-params",
@@ -555,9 +695,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
     the same tiny params are built here from ``helpers.TINY``.
     """
     store = tmp_path_factory.mktemp("trained")
-    params = {**json.loads((REPO / "config" / "params.json").read_text()), **TINY}
     params_file = store / "tiny_params.json"
-    params_file.write_text(json.dumps(Params.model_validate(params).model_dump(mode="json")))
+    params_file.write_text(json.dumps(TextParams.model_validate(TINY).model_dump(mode="json")))
     uri = f"sqlite:///{store / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(store)
@@ -594,10 +733,10 @@ def test_bad_input_is_one_error_line_and_writes_nothing(
     bad: Case,
     workdir: Path,
     tiny_params_file: Path,
-    tiny_params: Params,
+    tiny_params: TextParams,
     request: pytest.FixtureRequest,
 ) -> None:
-    values = {"tiny": str(tiny_params_file), "sample": str(SAMPLE_PROJECTS)}
+    values = {"tiny": str(tiny_params_file), "sample": str(SAMPLE_DATA_DIR / "projects.json")}
     store: Path | None = None
     if bad.model:
         store, values["run_id"] = request.getfixturevalue("trained")
@@ -657,3 +796,97 @@ def test_summarize_refuses_a_study_tagifai_did_not_make(workdir: Path) -> None:
     assert "base_params" in lines[0]
     assert _tree(workdir) == before  # no artifact or best_params.json
     assert _run_count(workdir / "mlflow.db") == 0  # no parent run started for it
+
+
+# A model from another tool: importing its module, loading or predicting with it writes
+# MARKER (as any code in a model could do anything).
+FOREIGN_MODEL_CODE = """
+import pathlib
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+MARKER = pathlib.Path({marker!r})
+MARKER.write_text("module imported")
+
+
+class Foreign(PythonModel):
+    def load_context(self, context):
+        MARKER.write_text("load_context ran")
+
+    def predict(self, context, model_input, params=None):
+        MARKER.write_text("predict ran")
+        return model_input
+
+
+mlflow.models.set_model(Foreign())
+"""
+
+
+class PickledForeign(mlflow.pyfunc.PythonModel):
+    """A pickled model whose unpickling writes a marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Path(state["marker"]).write_text("unpickled")
+        self.__dict__.update(state)
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        Path(self.marker).write_text("predict ran")
+        return model_input
+
+
+@pytest.mark.parametrize(
+    ("where", "kind", "claims_tagifai"),
+    [
+        ("run", "code", False),
+        ("folder", "code", False),
+        ("run", "code", True),  # its MLmodel says tagifai format 2, its code is not ours
+        ("folder", "pickle", False),
+        ("folder", "pickle", True),
+    ],
+    ids=[
+        "logged-code-model",
+        "saved-code-model-folder",
+        "logged-code-model-claiming-tagifai",
+        "saved-pickled-model-folder",
+        "saved-pickled-model-claiming-tagifai",
+    ],
+)
+def test_predict_refuses_a_model_tagifai_did_not_write(
+    workdir: Path, where: str, kind: str, claims_tagifai: bool
+) -> None:
+    """`tagifai predict --model-uri` on another tool's model: one line, exit 2, and none
+    of the model's code runs (not its module, nor load_context, nor unpickling)."""
+    marker = workdir / "foreign_code_ran"
+    code = workdir / "foreign_model.py"
+    code.write_text(FOREIGN_MODEL_CODE.format(marker=str(marker)))
+    model: Any = str(code) if kind == "code" else PickledForeign(str(marker))
+    metadata = {"tagifai_model_format": 2, "task": "text"} if claims_tagifai else None
+    if where == "run":
+        with mlflow.start_run() as run:
+            mlflow.pyfunc.log_model(name="model", python_model=model, metadata=metadata)
+        uri = f"runs:/{run.info.run_id}/model"
+    else:
+        folder = workdir / "foreign"
+        mlflow.pyfunc.save_model(path=str(folder), python_model=model, metadata=metadata)
+        mlflow.search_experiments()  # predict reads from an existing tracking store
+        uri = str(folder)
+    marker.unlink(missing_ok=True)  # MLflow may run a model's code while saving it
+    before = _tree(workdir)
+
+    result = CliRunner().invoke(app, ["predict", "some text", "--model-uri", uri])
+
+    output = result.stdout + result.stderr
+    assert result.exit_code == 2, output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert uri in lines[0] and "not a tagifai model" in lines[0]
+    assert not any(trace in output for trace in TRACEBACK_MARKERS), output
+    assert not marker.exists(), marker.read_text()  # its code never ran
+    assert _tree(workdir) == before
+    # The marker does tell: MLflow's own loader runs the model's code.
+    mlflow.pyfunc.load_model(uri)
+    assert marker.exists()

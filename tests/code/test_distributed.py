@@ -18,7 +18,11 @@ import sqlalchemy.exc
 from helpers import free_port, subprocess_env
 from mlflow.tracking import MlflowClient
 
+from tagifai.best_params import read_best_params
+from tagifai.workloads.text.params import TextParams
+
 STUDY = """
+task: text
 study_name: {name}
 n_trials: {n_trials}
 seed: 5
@@ -28,8 +32,10 @@ grace_period: 4
 sampler: {{name: Random}}
 pruner: {{name: Nop}}
 search_space:
-  lr: {{type: float, low: 0.001, high: 0.1, log: true}}
-  dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
+  architecture:
+    ngram:
+      lr: {{type: float, low: 0.001, high: 0.1, log: true}}
+      dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
 """
 
 
@@ -88,14 +94,17 @@ def test_two_workers_share_one_study_and_one_parent(servers, tmp_path, tiny_para
     assert all(r.info.status in ("FINISHED", "KILLED", "FAILED") for r in runs)
     assert parent.info.status == "FINISHED"
 
-    summary = json.loads(
-        Path(
-            client.download_artifacts(parent.info.run_id, "best_params.json", str(tmp_path))
-        ).read_text()
+    summary = read_best_params(
+        client.download_artifacts(parent.info.run_id, "best_params.json", str(tmp_path))
     )
-    assert summary["trial_number"] == study.best_trial.number
-    assert summary["value"] == pytest.approx(study.best_value)
-    assert summary["tuned"] == study.best_trial.params
+    assert summary.trial_number == study.best_trial.number
+    assert summary.value == pytest.approx(study.best_value)
+    assert summary.tuned == study.best_trial.params
+    assert summary.parent_run_id == parent.info.run_id
+    assert summary.mlflow_run_id == study.best_trial.system_attrs["mlflow_run_id"]
+    # one summary, written once: no claim or lock shows up as a study of its own
+    assert optuna.get_all_study_names(servers["pg"]).count(name) == 1
+    assert not [n for n in optuna.get_all_study_names(servers["pg"]) if n.startswith(name + ".")]
 
 
 @pytest.mark.server
@@ -103,9 +112,9 @@ def test_two_workers_share_one_study_and_one_parent(servers, tmp_path, tiny_para
 @pytest.mark.slow
 def test_killed_worker_trial_fails_and_is_retried(servers, tmp_path, tiny_params):
     slow = tmp_path / "slow_params.json"  # trials long enough to be killed in the middle
-    slow.write_text(
-        json.dumps(tiny_params.model_copy(update={"num_epochs": 120, "patience": 120}).model_dump())
-    )
+    data = tiny_params.model_dump(mode="json")
+    data["model"].update(num_epochs=120, patience=120)
+    slow.write_text(json.dumps(TextParams.model_validate(data).model_dump(mode="json")))
     config, name = _config(tmp_path, slow, n_trials=4)
     env = subprocess_env(MLFLOW_TRACKING_URI=servers["mlflow"])
     args = ["--config", str(config), "--storage", servers["pg"]]

@@ -17,9 +17,13 @@ import sqlalchemy.exc
 from helpers import subprocess_env
 from mlflow.tracking import MlflowClient
 
+from tagifai.best_params import read_best_params
+from tagifai.workloads.text.params import TextParams
+
 pytestmark = [pytest.mark.training, pytest.mark.slow]
 
 STUDY = """
+task: text
 study_name: interrupted
 n_trials: 2
 seed: 11
@@ -29,20 +33,32 @@ grace_period: 3
 sampler: {{name: Random}}
 pruner: {{name: Nop}}
 search_space:
-  dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
+  architecture:
+    ngram:
+      dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
 """
-STORAGE = "sqlite:///experiments/optuna.db"
-EPOCHS = 80  # per trial; a trial is interrupted only while it has most of them left
+EPOCHS = 80  # per slow trial; a trial is interrupted only while it has most of them left
+
+
+def _study_dir(tmp_path: Path, tiny_params: TextParams, epochs: int) -> Path:
+    params = tmp_path / "params.json"
+    data = tiny_params.model_dump(mode="json")
+    data["model"].update(num_epochs=epochs, patience=epochs)
+    params.write_text(json.dumps(TextParams.model_validate(data).model_dump(mode="json")))
+    (tmp_path / "study.yaml").write_text(STUDY.format(params=params))
+    return tmp_path
+
+
+@pytest.fixture
+def slow_study_dir(tmp_path, tiny_params) -> Path:
+    """A study whose trials (seconds each) are long enough to interrupt in the middle."""
+    return _study_dir(tmp_path, tiny_params, EPOCHS)
 
 
 @pytest.fixture
 def study_dir(tmp_path, tiny_params) -> Path:
-    params = tmp_path / "params.json"
-    # ~3 s per trial: long enough to be interrupted in the middle
-    slow = tiny_params.model_copy(update={"num_epochs": EPOCHS, "patience": EPOCHS})
-    params.write_text(json.dumps(slow.model_dump()))
-    (tmp_path / "study.yaml").write_text(STUDY.format(params=params))
-    return tmp_path
+    """A study of tiny trials (failpoints pick the moment, not the trial's length)."""
+    return _study_dir(tmp_path, tiny_params, tiny_params.model.num_epochs)
 
 
 def _default_sigint() -> None:
@@ -94,22 +110,23 @@ def _check_resumed(cwd: Path, before: dict[int, float], parent_id: str | None) -
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     if parent_id is not None:
         assert parents[0].info.run_id == parent_id
-    best = json.loads((cwd / "config" / "best_params.json").read_text())
-    assert best["trial_number"] == study.best_trial.number
-    assert best["value"] == pytest.approx(study.best_value)
+    best = read_best_params(cwd / "config" / "best_params.json")  # whole and valid
+    assert best.trial_number == study.best_trial.number
+    assert best.value == pytest.approx(study.best_value)
+    assert best.parent_run_id == parents[0].info.run_id
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_marks_trial_and_leaves_study_resumable(study_dir, sig):
-    proc = _start(study_dir)
+def test_signal_marks_trial_and_leaves_study_resumable(slow_study_dir, sig):
+    proc = _start(slow_study_dir)
     interrupted = None
     deadline = time.monotonic() + 120
     while interrupted is None and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.3)
-        if not (study_dir / "experiments" / "optuna.db").exists():
+        if not (slow_study_dir / "experiments" / "optuna.db").exists():
             continue
         try:
-            study = _study(study_dir)
+            study = _study(slow_study_dir)
         except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet, or being created
             continue
         done = _completed(study)
@@ -125,14 +142,14 @@ def test_signal_marks_trial_and_leaves_study_resumable(study_dir, sig):
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "resume" in err
 
-    study = _study(study_dir)
+    study = _study(slow_study_dir)
     trial = study.trials[interrupted]
     assert trial.state == optuna.trial.TrialState.FAIL
-    client = _client(study_dir)
+    client = _client(slow_study_dir)
     assert client.get_run(trial.system_attrs["mlflow_run_id"]).info.status == "KILLED"
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     assert client.get_run(parent_id).info.status == "KILLED"
-    _check_resumed(study_dir, _completed(study), parent_id)
+    _check_resumed(slow_study_dir, _completed(study), parent_id)
 
 
 @pytest.mark.parametrize("point", ["trial", "summary", "write:config/best_params.json"])

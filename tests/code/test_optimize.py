@@ -1,24 +1,29 @@
-"""optimize: one parent run, one nested child per trial with truthful statuses,
-best_params.json equal to the best trial, resume, seeded suggestions, config errors."""
+"""optimize: one parent run, one nested child per trial with truthful statuses and only
+its own architecture's params, best_params.json equal to the best trial, resume, seeded
+suggestions, config errors."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
-from helpers import REPO, copy_project, subprocess_env
+from helpers import REPO, TINY, copy_project, subprocess_env
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from tagifai import jobs, optimize, tracking
+from tagifai import jobs, study, tracking
+from tagifai.best_params import read_best_params
 from tagifai.cli import app
-from tagifai.config import load_optimize_config
+from tagifai.search import load_optimize_config, suggest_params
+from tagifai.workloads.text import WORKLOAD as TEXT
 
 TINY_STUDY = """
+task: text
 study_name: {name}
 n_trials: {n_trials}
 seed: 3
@@ -26,13 +31,46 @@ params: {params}
 sampler: {{name: Random}}
 pruner: {{name: Median, kwargs: {{n_startup_trials: 2, n_warmup_steps: 0}}}}
 search_space:
-  lr: {{type: float, low: 0.00001, high: 0.05, log: true}}
-  dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
+  architecture:
+    ngram:
+      lr: {{type: float, low: 0.00001, high: 0.05, log: true}}
+      dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
 """
+# Two architectures, each with tiny settings: linear's are searched over one value (the
+# base params are TINY's ngram, so a linear trial starts from linear's defaults).
+MIXED_STUDY = """
+task: text
+study_name: {name}
+n_trials: 2
+seed: 3
+params: {params}
+sampler: {{name: Random, kwargs: {{}}}}
+pruner: {{name: Nop}}
+search_space:
+  architecture:
+    linear:
+      weight_decay: {{type: float, low: 1.0e-7, high: 1.0e-4, log: true}}
+      num_epochs: {{type: int, low: 3, high: 3}}
+      max_ngrams: {{type: int, low: {max_ngrams}, high: {max_ngrams}}}
+    ngram:
+      weight_decay: {{type: float, low: 1.0e-7, high: 1.0e-4, log: true}}
+      lr: {{type: float, low: 0.01, high: 0.05, log: true}}
+"""
+# Knobs of the minibatch architectures (ngram, cnn) that a linear model does not have.
+NOT_LINEAR = {"embedding_dim", "hidden_dim", "lr", "optimizer", "batch_size", "dropout_p"}
+NOT_LINEAR |= {"num_filters"}
+NOT_NGRAM = {"nb_scale"}  # linear's
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
 def _study_config(path: Path, params_file: Path, name: str, n_trials: int = 4) -> Path:
     path.write_text(TINY_STUDY.format(name=name, n_trials=n_trials, params=params_file))
+    return path
+
+
+def _mixed_config(path: Path, params_file: Path, name: str) -> Path:
+    max_ngrams = TINY["model"]["max_ngrams"]
+    path.write_text(MIXED_STUDY.format(name=name, params=params_file, max_ngrams=max_ngrams))
     return path
 
 
@@ -42,7 +80,11 @@ def _runs(experiment_name: str) -> list[mlflow.entities.Run]:
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+def _split(runs: list[mlflow.entities.Run]) -> tuple[list, list]:
+    """(parents, children) by the nesting tag."""
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    return parents, children
 
 
 @pytest.mark.training
@@ -50,64 +92,70 @@ def test_study_is_one_parent_with_truthful_children(
     workdir, tiny_params_file, sample_paths, experiment_name, monkeypatch
 ):
     config_file = _study_config(workdir / "study.yaml", tiny_params_file, experiment_name, 5)
-    config, base = load_optimize_config(config_file)
+    config, base, workload = load_optimize_config(config_file)
+    assert workload is TEXT
 
     # Fault injection: the trial that draws dropout 0.1 crashes; the study must go on.
-    real_train = optimize.train
+    real_train = TEXT.train
 
     def flaky_train(params, *args, **kwargs):
-        if params.dropout_p == pytest.approx(0.1):
+        if params.model.dropout_p == pytest.approx(0.1):
             raise RuntimeError("injected failure")
         return real_train(params, *args, **kwargs)
 
-    monkeypatch.setattr(optimize, "train", flaky_train)
+    monkeypatch.setattr(TEXT, "train", flaky_train)
     tracking.configure()
     dataset, splits = jobs.load_data(base, *sample_paths)
-    result = optimize.run_study(config, base, dataset, splits, sample_paths[1])
-    study = result.study
-    states = [trial.state.name for trial in study.trials]
+    best_file = workdir / "config" / "best_params.json"
+    result = study.run_study(config, base, dataset, splits, best_params_file=best_file)
+    trials = result.study.trials
+    states = [trial.state.name for trial in trials]
     # n_trials counts completed and pruned trials: the failed one is made up for
-    assert len(states) == 6 and states.count("FAIL") == 1
+    assert len(states) == 6 and states.count("FAIL") == 1, states
     assert {"COMPLETE", "PRUNED", "FAIL"} <= set(states)
+    assert result.trials_run == 6
 
-    runs = _runs(experiment_name)
-    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
-    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    parents, children = _split(_runs(experiment_name))
     assert [run.info.run_id for run in parents] == [result.parent_run_id]
     assert parents[0].info.status == "FINISHED"
-    assert len(children) == len(study.trials)
+    assert parents[0].data.tags["mlflow.runName"] == experiment_name  # named after the study
+    assert len(children) == len(trials)
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {result.parent_run_id}
 
     by_id = {run.info.run_id: run for run in children}
     client = MlflowClient()
-    for trial in study.trials:
+    for trial in trials:
         run = by_id[trial.system_attrs["mlflow_run_id"]]
         assert run.info.status == STATUS[trial.state.name], trial.number
         assert run.data.tags["state"] == trial.state.name
+        assert run.data.tags["mlflow.runName"] == f"trial-{trial.number}"
+        assert not [tag for tag in run.data.tags if tag.endswith("_distribution")]
         if trial.state.name != "FAIL":
             steps = [p.step for p in client.get_metric_history(run.info.run_id, "epoch_val_f1")]
             assert steps == list(range(1, len(steps) + 1)) and steps
             assert run.data.params["lr"] == str(trial.params["lr"])
+            assert run.data.params["dropout_p"] == str(trial.params["dropout_p"])
         if trial.state.name == "COMPLETE":
             assert run.data.metrics["val_f1"] == pytest.approx(trial.value)
             assert 0.0 < run.data.metrics["threshold"] < 1.0
-            assert "threshold" in trial.user_attrs
+            assert trial.user_attrs["decision"]["kind"] == "threshold"
 
-    best = study.best_trial
-    written = json.loads((workdir / "config" / "best_params.json").read_text())
+    best = result.study.best_trial
+    written = json.loads(best_file.read_text())
     assert written["trial_number"] == best.number
     assert written["value"] == pytest.approx(best.value)
-    assert written["threshold"] == best.user_attrs["threshold"]
+    assert written["decision"] == best.user_attrs["decision"]
     assert written["tuned"] == best.params
-    assert written["params"]["lr"] == best.params["lr"]
+    assert written["params"]["model"]["lr"] == best.params["lr"]
     assert written["mlflow_run_id"] == best.system_attrs["mlflow_run_id"]
     assert written["parent_run_id"] == result.parent_run_id
+    assert result.best is not None and result.best.model_dump(mode="json") == written
 
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["best_run_id"] == best.system_attrs["mlflow_run_id"]
     assert parent.data.metrics["best_val_f1"] == pytest.approx(best.value)
     names = {item.path for item in client.list_artifacts(result.parent_run_id)}
-    assert {"best_params.json", "trials.csv", "plots"} <= names
+    assert {"best_params.json", "trials.csv", "plots", "optimize_config.json"} <= names
     plots = {item.path for item in client.list_artifacts(result.parent_run_id, "plots")}
     for plot in ("optimization_history", "param_importances", "parallel_coordinate", "contour"):
         assert f"plots/{plot}.html" in plots
@@ -117,6 +165,89 @@ def test_study_is_one_parent_with_truthful_children(
     assert offline.count("Plotly.newPlot") == len(plots) - 1
     assert 'src="https://cdn.plot.ly' not in offline and len(offline) > 1_000_000
     assert json.loads((local / "best_params.json").read_text()) == written
+
+
+@pytest.mark.training
+def test_each_trial_logs_only_its_architectures_knobs(
+    workdir, tiny_params_file, sample_paths, experiment_name
+):
+    """A conditional space: a linear trial's child run has no minibatch knobs, an ngram
+    trial's none of linear's; the data preparation is on the parent run only."""
+    config, base, _ = load_optimize_config(
+        _mixed_config(workdir / "mixed.yaml", tiny_params_file, experiment_name)
+    )
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    queued = study.open_study(config, storage)
+    for architecture in ("linear", "ngram"):  # one trial of each, whatever the sampler draws
+        queued.enqueue_trial({"architecture": architecture})
+    tracking.configure()
+    dataset, splits = jobs.load_data(base, *sample_paths)
+    result = study.run_study(config, base, dataset, splits, storage=storage)
+
+    trials = result.study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.params["architecture"] for t in trials] == ["linear", "ngram"]
+    parents, children = _split(_runs(experiment_name))
+    assert [run.info.run_id for run in parents] == [result.parent_run_id]
+    assert parents[0].data.tags["mlflow.runName"] == experiment_name
+    by_id = {run.info.run_id: run for run in children}
+    assert set(by_id) == {t.system_attrs["mlflow_run_id"] for t in trials}
+    linear, ngram = (by_id[t.system_attrs["mlflow_run_id"]] for t in trials)
+
+    assert linear.data.params["architecture"] == "linear"
+    assert not NOT_LINEAR & set(linear.data.params), sorted(linear.data.params)
+    assert linear.data.params["nb_scale"] == "True"  # the knobs it has are there
+    assert linear.data.params["num_epochs"] == "3"  # the searched value, not linear's default
+    assert linear.data.params["weight_decay"] == str(trials[0].params["weight_decay"])
+
+    assert ngram.data.params["architecture"] == "ngram"
+    assert not NOT_NGRAM & set(ngram.data.params), sorted(ngram.data.params)
+    assert ngram.data.params["lr"] == str(trials[1].params["lr"])
+    assert ngram.data.params["embedding_dim"] == str(TINY["model"]["embedding_dim"])
+
+    for trial, child in zip(trials, (linear, ngram), strict=True):
+        assert not [key for key in child.data.params if key.startswith("data.")], trial.number
+        assert child.data.tags["mlflow.runName"] == f"trial-{trial.number}"
+        assert not [tag for tag in child.data.tags if tag.endswith("_distribution")]
+        assert child.info.status == "FINISHED"
+    parent_params = parents[0].data.params
+    assert parent_params["data.min_tag_freq"] == str(base.data.min_tag_freq)
+    assert {key for key in parent_params if key.startswith("data.")} == set(base.data_params())
+
+
+@pytest.mark.training
+def test_best_params_file_trains_again_with_its_decision_rule(
+    workdir, tiny_params_file, experiment_name
+):
+    """best_params.json of a study is a valid record with the decision rule; train-best
+    --params trains it again and says how the re-tuned threshold compares."""
+    config_file = _study_config(workdir / "study.yaml", tiny_params_file, experiment_name, 2)
+    runner = CliRunner()
+    done = runner.invoke(app, ["optimize", "--config", str(config_file)])
+    assert done.exit_code == 0, done.output
+    best_file = workdir / "config" / "best_params.json"
+    best = read_best_params(best_file)
+    assert best.task == "text" and best.study_name == experiment_name
+    assert best.decision.kind == "threshold"
+    assert all(0.0 < t < 1.0 for t in best.decision.thresholds)
+    trial = optuna.load_study(study_name=experiment_name, storage=study.DEFAULT_STORAGE).best_trial
+    assert best.decision.model_dump(mode="json") == trial.user_attrs["decision"]
+    assert best.run_params().model.lr == trial.params["lr"]
+
+    result = runner.invoke(app, ["train-best", "--params", str(best_file)])
+    assert result.exit_code == 0, result.output
+    line = re.search(
+        r"decision threshold re-tuned on validation: (\d\.\d{4}) \((.*)\)", result.output
+    )
+    assert line is not None, result.output
+    # Same params, seed and data as the trial: the model and its threshold are the trial's.
+    assert line.group(1) == f"{best.decision.summary:.4f}"
+    assert line.group(2) == "the same as the study's"
+    run_id = result.output.split("run_id:")[1].split()[0]
+    run = MlflowClient().get_run(run_id)
+    assert run.data.metrics["threshold"] == pytest.approx(best.decision.summary)
+    assert run.data.tags["tagifai.parent_run_id"] == best.parent_run_id
+    assert "tagifai version 1 is now @champion" in result.output
 
 
 @pytest.mark.training
@@ -136,12 +267,11 @@ def test_rerun_resumes_the_same_study_and_parent(workdir, tiny_params_file, expe
     more = runner.invoke(app, ["optimize", "--config", str(config_file), "--n-trials", "3"])
     assert more.exit_code == 0, more.output
     runs = _runs(experiment_name)
-    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
-    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    parents, children = _split(runs)
     assert len(parents) == 1 and len(children) == 3
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
-    study = optuna.load_study(study_name=experiment_name, storage=optimize.DEFAULT_STORAGE)
-    assert [trial.number for trial in study.trials] == [0, 1, 2]
+    resumed = optuna.load_study(study_name=experiment_name, storage=study.DEFAULT_STORAGE)
+    assert [trial.number for trial in resumed.trials] == [0, 1, 2]
     first_ids = {run.info.run_id for run in runs_after_first}
     assert first_ids <= {run.info.run_id for run in runs}  # nothing lost or re-run
     assert all(run.info.status != "RUNNING" for run in runs)
@@ -150,32 +280,36 @@ def test_rerun_resumes_the_same_study_and_parent(workdir, tiny_params_file, expe
 def test_same_seed_same_suggestions(workdir, tiny_params_file):
     sequences = []
     for name in ("a", "b"):
-        config, _ = load_optimize_config(
-            _study_config(workdir / f"{name}.yaml", tiny_params_file, name), seed=7
+        config, base, _ = load_optimize_config(
+            _mixed_config(workdir / f"{name}.yaml", tiny_params_file, name), seed=7
         )
         config = config.model_copy(
             update={"sampler": config.sampler.model_copy(update={"name": "TPE"})}
         )
-        study = optimize.open_study(config, storage=f"sqlite:///{workdir / 'seed.db'}")
+        opened = study.open_study(config, storage=f"sqlite:///{workdir / 'seed.db'}")
         values = []
         for i in range(6):
-            trial = study.ask()
-            values.append(optimize.suggest(trial, config.search_space))
-            study.tell(trial, float(i % 3))
+            trial = opened.ask()
+            values.append(suggest_params(trial, config, base).model_dump(mode="json"))
+            opened.tell(trial, float(i % 3))
         sequences.append(values)
     assert sequences[0] == sequences[1]
+    # the architecture is a seeded choice too: both occur in these six trials
+    assert {v["model"]["architecture"] for v in sequences[0]} == {"linear", "ngram"}
 
 
 def test_config_error_exits_2_and_logs_nothing(workdir, tiny_params_file):
     bad = workdir / "bad.yaml"
     bad.write_text(
-        f"params: {tiny_params_file}\nsearch_space:\n  lr: {{type: float, low: 0.1, high: 0.01}}\n"
+        f"task: text\nparams: {tiny_params_file}\nsearch_space:\n  architecture:\n"
+        "    ngram:\n      lr: {type: float, low: 0.1, high: 0.01}\n"
     )
     result = CliRunner().invoke(app, ["optimize", "--config", str(bad)])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert "bad.yaml" in lines[0] and "search_space.lr" in lines[0] and "low" in lines[0]
+    assert "bad.yaml" in lines[0] and "search_space.architecture.ngram.lr" in lines[0]
+    assert "low (0.1) > high (0.01)" in lines[0]
     assert not (workdir / "mlflow.db").exists()
     assert not (workdir / "experiments").exists()
     assert not (workdir / "config" / "best_params.json").exists()
@@ -198,12 +332,11 @@ def test_mlflow_run_entry_point_adopts_its_run_as_parent(tmp_path, tiny_params_f
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     mlflow.set_tracking_uri(uri)
-    runs = _runs("viaproject")
-    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
-    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    parents, children = _split(_runs("viaproject"))
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
     assert parent.data.tags.get("mlflow.project.entryPoint") == "optimize"
     assert parent.info.status == "FINISHED"
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parent.info.run_id}
     assert (project / "config" / "best_params.json").is_file()
+    read_best_params(project / "config" / "best_params.json")  # a valid record

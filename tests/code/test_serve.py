@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -11,22 +10,13 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from helpers import REPO, subprocess_env
+from helpers import REPO, free_port, subprocess_env
 
 from tagifai import jobs, tracking
+from tagifai.best_params import BestParams
+from tagifai.workloads.base import DecisionRule
 
 pytestmark = [pytest.mark.server, pytest.mark.training]
-
-
-def _train_best(payload: dict, **kwargs):
-    """train-best on the data the payload names."""
-    return jobs.train_best(payload, *jobs.load_best_data(payload), **kwargs)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _post(url: str, payload: object) -> tuple[int, dict]:
@@ -41,16 +31,27 @@ def _post(url: str, payload: object) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def served_model(workdir, tiny_params, sample_paths) -> Iterator[str]:
+def served_model(workdir, tiny_params, sample_paths) -> Iterator[tuple[str, float]]:
+    """The champion served on 127.0.0.1: (its /invocations URL, its tuned threshold)."""
     tracking.configure()
-    payload = {
-        "study_name": "serve",
-        "data_source": sample_paths[0],
-        "tags_source": sample_paths[1],
-        "params": tiny_params.model_dump(mode="json"),
-    }
-    _train_best(payload)
-    port = _free_port()
+    dataset, splits = jobs.load_data(tiny_params, *sample_paths)
+    best = BestParams(
+        task="text",
+        study_name="serve",
+        metric="val_f1",
+        direction="maximize",
+        value=0.5,
+        trial_number=0,
+        data_source=sample_paths[0],
+        extra_source=sample_paths[1],
+        data_digest=dataset.digest,
+        tuned={},
+        params=tiny_params.model_dump(mode="json"),
+        decision=DecisionRule(kind="threshold", thresholds=(0.5,)),
+    )
+    outcome = jobs.train_best(best, dataset, splits)
+    assert outcome.promoted and outcome.decision is not None
+    port = free_port()
     command = [
         str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve",
         "-m", "models:/tagifai@champion", "--env-manager", "local",
@@ -73,7 +74,7 @@ def served_model(workdir, tiny_params, sample_paths) -> Iterator[str]:
             assert server.poll() is None, (workdir / "serve.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "server did not come up in 120 s"
             time.sleep(0.5)
-        yield f"{base}/invocations"
+        yield f"{base}/invocations", outcome.decision.summary
     finally:
         server.terminate()
         try:
@@ -84,8 +85,9 @@ def served_model(workdir, tiny_params, sample_paths) -> Iterator[str]:
 
 
 def test_served_model_answers_and_rejects_bad_payloads(served_model):
+    url, threshold = served_model
     status, body = _post(
-        served_model,
+        url,
         {
             "dataframe_split": {
                 "columns": ["text"],
@@ -98,10 +100,15 @@ def test_served_model_answers_and_rejects_bad_payloads(served_model):
     assert len(rows) == 2
     assert all(isinstance(row["tags"], list) for row in rows)
     assert all(set(json.loads(row["probabilities"])) for row in rows)
+    # without a threshold param, the threshold tuned on validation decides
+    for row in rows:
+        for tag, p in json.loads(row["probabilities"]).items():
+            if abs(p - threshold) > 1e-5:  # probabilities are rounded to 6 decimals
+                assert (tag in row["tags"]) == (p >= threshold), (tag, p, threshold)
 
     # the threshold is a request param
     status, body = _post(
-        served_model,
+        url,
         {
             "dataframe_records": [{"title": "YOLO", "description": "finds cars"}],
             "params": {"threshold": 0.0},
@@ -112,7 +119,7 @@ def test_served_model_answers_and_rejects_bad_payloads(served_model):
     assert len(row["tags"]) == len(json.loads(row["probabilities"]))
 
     # a 1 MB text is answered (the text is cut to the documented limit), not refused
-    status, body = _post(served_model, {"inputs": {"text": ["graph " * 200_000]}})
+    status, body = _post(url, {"inputs": {"text": ["graph " * 200_000]}})
     assert status == 200, body
 
     # Each bad payload: a 400 whose message says what is wrong, and no stack trace.
@@ -140,7 +147,7 @@ def test_served_model_answers_and_rejects_bad_payloads(served_model):
         "not json columns": ({"nonsense": 1}, "exactly one of the input fields"),
     }
     for name, (payload, expected) in bad.items():
-        status, body = _post(served_model, payload)
+        status, body = _post(url, payload)
         assert status == 400, (name, status, body)
         assert body.get("message") and expected in body["message"], (name, body)
         assert not body.get("stack_trace"), (name, body)

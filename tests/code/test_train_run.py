@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -15,15 +16,31 @@ from mlflow.tracking import MlflowClient
 from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
-from tagifai import jobs, tracking
+from tagifai import jobs, runs, tracking
 from tagifai.cli import app
-from tagifai.config import Params
 from tagifai.errors import TagifaiError
+from tagifai.logged_models import PIP_REQUIREMENTS
+from tagifai.predict import Predictor
+from tagifai.training import NullReporter
+from tagifai.workloads.text import WORKLOAD as TEXT
+from tagifai.workloads.text.params import TextParams
 
 pytestmark = pytest.mark.training
 
 
-def _train(params: Params, sample_paths: tuple[str, str], experiment: str) -> jobs.TrainOutcome:
+def _with_model(params: TextParams, **model: Any) -> TextParams:
+    """``params`` with its model's knobs replaced (validated: a typo fails here)."""
+    knobs = {**params.model.model_dump(), **model}
+    return TextParams.model_validate({**params.model_dump(), "model": knobs})
+
+
+def _linear(params: TextParams, **knobs: Any) -> TextParams:
+    """``params`` with a small linear model (the tiny n-gram vocabulary size)."""
+    model = {"architecture": "linear", "max_ngrams": params.model.max_ngrams, **knobs}
+    return TextParams.model_validate({**params.model_dump(), "model": model})
+
+
+def _train(params: TextParams, sample_paths: tuple[str, str], experiment: str) -> jobs.TrainOutcome:
     tracking.configure()
     dataset, splits = jobs.load_data(params, *sample_paths)
     return jobs.train_and_log(params, dataset, splits, experiment_name=experiment)
@@ -33,14 +50,17 @@ def test_train_logs_one_complete_run(workdir, tiny_params, sample_paths, experim
     outcome = _train(tiny_params, sample_paths, experiment_name)
     client = MlflowClient()
     experiment = client.get_experiment_by_name(experiment_name)
-    runs = client.search_runs([experiment.experiment_id])
-    assert [run.info.run_id for run in runs] == [outcome.run_id]
-    run = runs[0]
+    found = client.search_runs([experiment.experiment_id])
+    assert [run.info.run_id for run in found] == [outcome.run_id]
+    run = found[0]
     assert run.info.status == "FINISHED"
 
-    # every param, as logged
-    assert run.data.params["lr"] == str(tiny_params.lr)
+    # every param, as logged: the model's knobs, flat, and the data preparation as data.*
+    assert run.data.params["lr"] == str(tiny_params.model.lr)
     assert run.data.params["architecture"] == "ngram"
+    assert run.data.params["task"] == "text"
+    assert run.data.params["data.min_tag_freq"] == str(tiny_params.data.min_tag_freq)
+    assert "nb_scale" not in run.data.params  # a linear-only knob: not this model's
     assert int(run.data.params["train_rows"]) > int(run.data.params["test_rows"]) > 0
     assert int(run.data.params["prep_projects_dropped"]) > 0
 
@@ -53,16 +73,24 @@ def test_train_logs_one_complete_run(workdir, tiny_params, sample_paths, experim
     # final test metrics and the threshold
     assert run.data.metrics["test_f1"] == pytest.approx(outcome.test_metrics["overall"]["f1"])
     assert 0.0 < run.data.metrics["threshold"] < 1.0
+    assert outcome.decision is not None
+    assert run.data.metrics["threshold"] == pytest.approx(outcome.decision.summary)
 
-    # artifacts
+    # artifacts: predictor.json (params, classes, decision rule) replaces the 0.1 files
     names = {item.path for item in client.list_artifacts(outcome.run_id)}
-    assert {"params.json", "encoder.json", "label_encoder.json", "performance.json"} <= names
+    assert {"predictor.json", "performance.json"} <= names
+    assert not names & {"params.json", "encoder.json", "label_encoder.json"}
     local = Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id))
-    params_json = json.loads((local / "params.json").read_text())
-    assert params_json["lr"] == tiny_params.lr and "threshold" in params_json
+    predictor_json = json.loads((local / "predictor.json").read_text())
+    assert predictor_json["task"] == "text"
+    assert predictor_json["params"]["model"]["lr"] == tiny_params.model.lr
+    assert TextParams.model_validate(predictor_json["params"]) == tiny_params
+    assert predictor_json["decision"]["kind"] == "threshold"
+    assert predictor_json["decision"] == outcome.decision.model_dump(mode="json")
     performance = json.loads((local / "performance.json").read_text())
     assert set(performance) == {"overall", "class", "slices"}
     assert {"short_text", "long_text", "multi_tag"} == set(performance["slices"])
+    assert set(performance["class"]) == set(predictor_json["classes"])
 
     # data digest and git commit are recorded
     assert run.data.tags["data_digest"] == run.inputs.dataset_inputs[0].dataset.digest
@@ -94,7 +122,7 @@ def test_logged_model_reloads_in_a_fresh_process(
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     classes = json.loads(
         (
-            Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id)) / "label_encoder.json"
+            Path(mlflow.artifacts.download_artifacts(run_id=outcome.run_id)) / "predictor.json"
         ).read_text()
     )["classes"]
     assert len(payload["tags"]) == 2
@@ -103,12 +131,13 @@ def test_logged_model_reloads_in_a_fresh_process(
     model_dir = Path(mlflow.artifacts.download_artifacts(f"runs:/{outcome.run_id}/model"))
     logged = (model_dir / "requirements.txt").read_text().split()
     assert [Requirement(line) for line in logged] == [
-        Requirement(line) for line in tracking.PIP_REQUIREMENTS
+        Requirement(line) for line in PIP_REQUIREMENTS
     ]
-    # The model carries the package's modules, not its sample data.
-    code = sorted(path.name for path in (model_dir / "code" / "tagifai").iterdir())
-    assert "predict.py" in code and "pyfunc_model.py" in code
-    assert all(name.endswith(".py") for name in code), code
+    # The model carries the package's modules, not its sample data nor caches.
+    package = model_dir / "code" / "tagifai"
+    code = sorted(str(path.relative_to(package)) for path in package.rglob("*") if path.is_file())
+    assert {"predict.py", "pyfunc_model.py", "workloads/text/__init__.py"} <= set(code)
+    assert all(name.endswith(".py") or name == "py.typed" for name in code), code
     for tags, probs in zip(payload["tags"], payload["probs"], strict=True):
         probabilities = json.loads(probs)
         assert set(probabilities) == set(classes)
@@ -130,14 +159,10 @@ def test_same_seed_same_metrics(workdir, tiny_params, sample_paths, experiment_n
 
 
 def test_early_stopping_keeps_best_validation_weights(tiny_params, sample_paths):
-    from tagifai import data
-    from tagifai.task import get_task
-    from tagifai.train import train
-
-    params = tiny_params.model_copy(update={"num_epochs": 60, "patience": 3, "lr": 0.05})
-    dataset = get_task("text").load(*sample_paths, params)
-    splits = data.split(dataset, params)
-    result = train(params, dataset, splits)
+    params = _with_model(tiny_params, num_epochs=60, patience=3, lr=0.05)
+    dataset = TEXT.load_data(*sample_paths, params)
+    splits = TEXT.split(dataset, params)
+    result = TEXT.train(params, dataset, splits, NullReporter())
     best = max(range(len(result.history)), key=lambda i: result.history[i]["val_f1"])
     assert result.best_epoch == best + 1
     assert result.best_epoch < result.epochs_run  # it trained past the best, then went back
@@ -149,8 +174,12 @@ def test_cli_train_prints_run_id_and_metrics(workdir, tiny_params_file):
     result = CliRunner().invoke(app, ["train", "--params", str(tiny_params_file)])
     assert result.exit_code == 0, result.output
     run_id = result.output.split("run_id:")[1].split()[0]
-    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED"
     assert "f1" in result.output
+    # the task's default experiment
+    experiment = MlflowClient().get_experiment(run.info.experiment_id)
+    assert experiment.name == "tagifai-train-text"
     # the default local store would be under experiments/ - MLFLOW_TRACKING_URI won
     assert not (workdir / "experiments" / "mlflow.db").exists()
 
@@ -161,41 +190,35 @@ def test_linear_with_nb_scale_saves_a_plain_model_that_predicts_the_same(
     """train() folds the naive-Bayes scale into the weights before the model is saved;
     the reloaded model gives the trained one's probabilities, and they differ from a
     model fitted without the scale."""
-    from tagifai import data
-    from tagifai.predict import Predictor
-    from tagifai.task import get_task
-    from tagifai.train import train
+    params = _linear(tiny_params, nb_scale=True, num_epochs=3)
+    dataset = TEXT.load_data(*sample_paths, params)
+    splits = TEXT.split(dataset, params)
+    inputs = splits.val["text"].tolist()
 
-    params = tiny_params.model_copy(
-        update={"architecture": "linear", "nb_scale": True, "num_epochs": 3}
-    )
-    dataset = get_task("text").load(*sample_paths, params)
-    splits = data.split(dataset, params)
-    inputs = get_task("text").inputs(splits.val)
-    trained = train(params, dataset, splits).predictor
+    def fit(params: TextParams) -> Predictor:
+        result = TEXT.train(params, dataset, splits, NullReporter())
+        return Predictor(params, dataset.classes, result.encoder, result.model, result.decision)
+
+    trained = fit(params)
     assert trained.model.class_scale is None  # folded
     reloaded = Predictor.load(trained.save(tmp_path / "predictor"))
     np.testing.assert_allclose(
         reloaded.predict_proba(inputs), trained.predict_proba(inputs), rtol=1e-5, atol=1e-6
     )
-    plain = train(params.model_copy(update={"nb_scale": False}), dataset, splits).predictor
+    plain = fit(_linear(tiny_params, nb_scale=False, num_epochs=3))
     assert not np.allclose(plain.predict_proba(inputs), trained.predict_proba(inputs))
 
 
 def test_full_batch_training_stops_when_converged(tiny_params, sample_paths):
     """L-BFGS epochs after convergence would repeat the same weights: training stops
     long before a patience that never runs out."""
-    from tagifai import data
-    from tagifai.task import get_task
-    from tagifai.train import CONVERGED_RTOL, train
+    from tagifai.workloads.text.training import CONVERGED_RTOL
 
-    params = tiny_params.model_copy(
-        update={"architecture": "linear", "num_epochs": 200, "patience": 200}
-    )
-    dataset = get_task("text").load(*sample_paths, params)
-    splits = data.split(dataset, params)
-    result = train(params, dataset, splits)
-    assert result.epochs_run < params.num_epochs
+    params = _linear(tiny_params, num_epochs=200, patience=200)
+    dataset = TEXT.load_data(*sample_paths, params)
+    splits = TEXT.split(dataset, params)
+    result = TEXT.train(params, dataset, splits, NullReporter())
+    assert result.epochs_run < params.model.num_epochs
     before, after = (entry["train_loss"] for entry in result.history[-2:])
     assert abs(before - after) <= CONVERGED_RTOL * before
 
@@ -203,8 +226,8 @@ def test_full_batch_training_stops_when_converged(tiny_params, sample_paths):
 def test_mlflow_reporter_writes_queued_epochs_on_flush(workdir, experiment_name):
     tracking.configure()
     client = MlflowClient()
-    with tracking.train_run(experiment_name) as run_id:
-        reporter = tracking.MlflowReporter(flush_seconds=3600)
+    with runs.train_run(experiment_name) as run_id:
+        reporter = runs.MlflowReporter(flush_seconds=3600)
         for epoch in (1, 2, 3):
             reporter.on_epoch_end(epoch, {"val_f1": epoch / 10})
         assert client.get_metric_history(run_id, "epoch_val_f1") == []  # still queued

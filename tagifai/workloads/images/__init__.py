@@ -10,7 +10,7 @@ neither optuna nor scikit-learn.
 
 from __future__ import annotations
 
-import sys
+import os
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +27,8 @@ from tagifai.workloads.images import data, models, payload
 from tagifai.workloads.images.params import ImagesParams
 
 __all__ = ["WORKLOAD", "ImagesWorkload"]
+
+SERVED_MODEL_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its server
 
 
 class ImagesWorkload:
@@ -85,9 +87,9 @@ class ImagesWorkload:
     def inputs_from_raw(self, raw: pd.DataFrame, predictor: Any) -> list[Any]:
         """Grey images at the model's size from an ``image`` or ``path`` payload."""
         encoder = predictor.encoder
-        # Inside `mlflow models serve` (its scoring server is loaded), requests may not
-        # name files on the serving machine.
-        served = "mlflow.pyfunc.scoring_server" in sys.modules
+        # Inside `mlflow models serve` (whose scoring server gets the model's path in this
+        # variable), requests may not name files on the serving machine.
+        served = bool(os.environ.get(SERVED_MODEL_ENV))
         return payload.images_from_frame(raw, (encoder.height, encoder.width), not served)
 
     def decide(
