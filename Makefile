@@ -92,10 +92,10 @@ ui: install ## MLflow UI on http://127.0.0.1:5000
 serve: install ## Serve the champion model on http://127.0.0.1:5001/invocations
 	mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
-bench: install ## Benchmarks on the real data (../shared, ~20-25 min on 2 cores); writes benchmarks/RESULTS.md
+bench: install ## Benchmarks on the real data (../shared; text ~20 min + images ~45 min on 2 cores); writes benchmarks/RESULTS.md
 	$(PY) -m benchmarks.run_all
 
-bench-smoke: install ## Every benchmark on the sample, tiny settings (checks the scripts; ~5 min)
+bench-smoke: install ## Every benchmark on the samples, tiny settings (checks the scripts; ~10 min)
 	$(PY) -m benchmarks.run_all --smoke
 
 clean: ## Remove run outputs (tracking store, studies, caches); keeps .venv

@@ -62,7 +62,7 @@ def read_best_params(path: Path | str) -> BestParams:
         hint = "it has no schema_version" if "study_name" in data else "not a best-params file"
         raise TagifaiError(
             f"{path}: {hint}; tagifai 0.1 wrote best_params.json without one (schema 1): "
-            f"run the study again, or `tagifai summarize --study NAME` (schema {SCHEMA_VERSION})"
+            f"run a new study to write schema {SCHEMA_VERSION}"
         )
     best = validate(BestParams, data, str(path))
     best.run_params(str(path))  # the params must be valid for their workload too

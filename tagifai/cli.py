@@ -188,7 +188,7 @@ def train_command(
     ] = None,
     experiment_name: Annotated[
         str | None,
-        typer.Option("--experiment-name", help="MLflow experiment. [default: tagifai-train-TASK]"),
+        typer.Option("--experiment-name", help="MLflow experiment. [default: <model>-train]"),
     ] = None,
 ) -> None:
     """Train one model and record the run in MLflow."""
@@ -204,7 +204,7 @@ def train_command(
             params,
             dataset,
             splits,
-            experiment_name or f"tagifai-train-{workload.name}",
+            experiment_name or f"{workload.model_name}-train",  # tagifai-train for text
             reporter=_EpochProgress(progress, params.model.num_epochs),
         )
     console.print(f"run_id: {outcome.run_id}")
@@ -354,7 +354,7 @@ def predict_command(
         write_jsonl_atomic(output, results)
         console.print(f"wrote {len(results)} predictions to {output}")
         return
-    labels = inputs if inputs else [str(i) for i in range(1, len(results) + 1)]
+    labels = inputs if inputs else raw.iloc[:, 0].astype(str).tolist()
     for label, result in zip(labels, results, strict=True):
         shown = dict(result)
         shown["probabilities"] = {k: p for k, p in result["probabilities"].items() if p >= 0.05}
@@ -478,12 +478,13 @@ def summarize_command(
     import optuna
 
     from tagifai import study, tracking
+    from tagifai.config import validate
     from tagifai.search import OptimizeConfig
 
     if not study_name.strip():
         raise TagifaiError("--study: give the name of a study")
     tracking.configure(read_only=True)
-    config = OptimizeConfig(study_name=study_name, storage=storage)
+    config = validate(OptimizeConfig, {"study_name": study_name, "storage": storage}, "--study")
     url = study.storage_url(config)
     try:
         loaded = optuna.load_study(study_name=study_name, storage=study.make_storage(url, config))

@@ -11,7 +11,7 @@ from tagifai import registry, runs, tracking
 from tagifai.best_params import BestParams, read_best_params
 from tagifai.errors import TagifaiError
 from tagifai.logged_models import load_predictor, log_predictor
-from tagifai.predict import Predictor
+from tagifai.predict import MODEL_FORMAT, Predictor
 from tagifai.training import NullReporter, Reporter
 from tagifai.workloads import get_workload
 from tagifai.workloads.base import DataSet, DecisionRule, RunParams, Splits
@@ -252,5 +252,6 @@ def train_best(
             f"Trained from study {best.study_name!r} trial {best.trial_number} "
             f"({best.metric}={best.value:.4f}); {score_name} {outcome.score:.4f}."
         ),
+        model_format=str(MODEL_FORMAT),
     )
     return outcome

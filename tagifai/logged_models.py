@@ -34,18 +34,16 @@ logger = logging.getLogger(__name__)
 PACKAGE_DIR = Path(tagifai.__file__).parent
 # What loading and predicting import: a served model's environment is built from these.
 # Training-only packages (optuna, scikit-learn, iterative-stratification) stay out.
+# The workload adds its own (Workload.pip_requirements).
 PIP_REQUIREMENTS = [
     "torch==2.14.1",
-    "torchvision==0.29.1",
     "mlflow>=3.17,<3.18",
     "numpy",
     "pandas",
     "numpyencoder",
     "pydantic>=2",
     "pyyaml",
-    "pillow",
 ]
-STOPWORDS_REQUIREMENT = "scikit-learn"  # its stopword list, for text models without stopwords
 METADATA_KEY = "tagifai_model_format"  # in MLmodel's metadata: which tagifai wrote it
 CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"  # models from code: no pickle
 
@@ -69,7 +67,7 @@ def log_predictor(
         MLflow's record of the model (``model_uri``, ``registered_model_version``).
     """
     signature, example = predictor.workload.signature(predictor.decision.summary)
-    needs_sklearn = bool(getattr(predictor.params.data, "stopwords", False))
+    requirements = [*PIP_REQUIREMENTS, *predictor.workload.pip_requirements(predictor.params)]
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*An input example was not provided")
         folder = predictor.save(Path(tmp) / "predictor")
@@ -85,10 +83,7 @@ def log_predictor(
             code_paths=[str(code)],
             signature=signature,
             input_example=example if input_example else None,
-            pip_requirements=[
-                *PIP_REQUIREMENTS,
-                *([STOPWORDS_REQUIREMENT] if needs_sklearn else []),
-            ],
+            pip_requirements=requirements,
             registered_model_name=registered_model_name,
             metadata={METADATA_KEY: MODEL_FORMAT, "task": predictor.params.task},
         )

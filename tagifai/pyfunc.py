@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
@@ -40,7 +39,7 @@ class TagifaiPyfunc(PythonModel):
         """Predictions for each input row."""
         try:
             if not isinstance(model_input, pd.DataFrame):
-                model_input = self._frame(model_input)
+                model_input = self.predictor.workload.frame_from_input(model_input)
             threshold = (params or {}).get("threshold")
             results = self.predictor.predict(
                 model_input, threshold=None if threshold is None else float(threshold)
@@ -51,16 +50,3 @@ class TagifaiPyfunc(PythonModel):
             message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise MlflowException(message, error_code=INVALID_PARAMETER_VALUE) from None
         return self.predictor.workload.format_results(results)
-
-    def _frame(self, model_input: Any) -> pd.DataFrame:
-        """A payload frame from a list, an array or a string (the workload's first column)."""
-        column = self.predictor.workload.signature(0.5)[0].inputs.input_names()[0]
-        if isinstance(model_input, str | bytes):
-            return pd.DataFrame({column: [model_input]})
-        if isinstance(model_input, np.ndarray) and model_input.dtype == np.uint8:
-            # A stack of images (N, H, W) or one image (H, W).
-            images = model_input[None] if model_input.ndim == 2 else model_input
-            return pd.DataFrame({column: list(images)})
-        if isinstance(model_input, list | tuple | np.ndarray | pd.Series):
-            return pd.DataFrame({column: list(model_input)})
-        raise TagifaiError(f"input: expected a frame, a list or an array, got {type(model_input)}")

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 __all__ = ["CHAMPION", "register_version"]
 
 CHAMPION = "champion"  # the alias predict and serve load by default
+FORMAT_TAG = "model_format"  # version tag: the model files' format
 
 
 def register_version(
@@ -27,6 +28,7 @@ def register_version(
     force: bool,
     tags: dict[str, str],
     description: str,
+    model_format: str,
 ) -> tuple[bool, float | None, bool]:
     """Describe a new model version and move ``alias`` to it if it scores higher.
 
@@ -44,19 +46,24 @@ def register_version(
         force: Move the alias whatever the scores.
         tags: Version tags (metrics, the study it came from).
         description: Version description.
+        model_format: The format the version's files are in; a champion in another
+            format cannot be loaded by this tagifai, so it is replaced (its score ignored).
 
     Returns:
         Whether the alias now points at the new version, the previous holder's
         score (``None`` if there was none), and whether the two were comparable.
     """
     client = MlflowClient()
-    for key, value in {**tags, score_name: repr(score), "test_split": split_digest}.items():
+    own = {score_name: repr(score), "test_split": split_digest, FORMAT_TAG: model_format}
+    for key, value in {**tags, **own}.items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=description)
     try:
         current = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         current = None
+    if current is not None and current.tags.get(FORMAT_TAG) != model_format:
+        current = None  # e.g. a tagifai 0.1 model: predict refuses it, so it is no champion
     current_score = float(current.tags.get(score_name, "nan")) if current is not None else None
     if current_score is not None and np.isnan(current_score):
         current_score = None

@@ -142,10 +142,18 @@ def train_run(
         mlflow.end_run(RunStatus.to_string(status))
 
 
-def log_run_params(params: RunParams, with_data: bool = True) -> None:
+def log_run_params(
+    params: RunParams, with_data: bool = True, sampled: dict[str, Any] | None = None
+) -> None:
     """Log what a model used on the active run: its architecture's knobs and the
-    run-wide ones (and the data preparation, ``data.*``, unless a parent run has it)."""
+    run-wide ones (and the data preparation, ``data.*``, unless a parent run has it).
+
+    ``sampled``: a trial's values as Optuna sampled them, logged as they are: Optuna's
+    MLflowCallback logs them again when the trial ends, and ``0`` there against the
+    validated ``0.0`` here would be refused as a changed param.
+    """
     values = {**params.run_params(), **(params.data_params() if with_data else {})}
+    values.update(sampled or {})
     flat = {
         key: json.dumps(value) if isinstance(value, list | tuple | dict) else value
         for key, value in values.items()
@@ -278,7 +286,7 @@ class StudyTracker:
         Args:
             study: The Optuna study.
             experiment_name: Experiment for a new parent (usually the study name).
-            claim: Atomic claim of a name across processes (``optimize.claim``).
+            claim: Atomic claim of a name across processes (``coordination.claim``).
             storage: The study's storage, to re-read the recorded parent.
 
         Returns:
@@ -450,9 +458,10 @@ class StudyTracker:
         """The trial's epoch reporter: to its child run (flushed on leaving)."""
         return MlflowReporter()
 
-    def trial_started(self, params: RunParams) -> None:
-        """Inside a trial's child run: exactly the knobs its model uses."""
-        log_run_params(params, with_data=False)
+    def trial_started(self, params: RunParams, sampled: dict[str, Any]) -> None:
+        """Inside a trial's child run: exactly the knobs its model uses, the ``sampled``
+        ones as Optuna sampled them."""
+        log_run_params(params, with_data=False, sampled=sampled)
 
     def trial_finished(
         self, predictor: Predictor, val_metrics: dict[str, float], objective: str
@@ -570,7 +579,7 @@ class NullTracker:
         """A reporter that records nothing."""
         return _NoEpochs()
 
-    def trial_started(self, params: RunParams) -> None:
+    def trial_started(self, params: RunParams, sampled: dict[str, Any]) -> None:
         """Nothing to log."""
 
     def trial_finished(self, *args: Any) -> None:

@@ -162,8 +162,8 @@ class OptimizeConfig(BaseModel):
 
     task: str = "text"  # the workload (tagifai.workloads)
     study_name: str = Field("tagifai", min_length=1, max_length=200)  # also the experiment
-    metric: str = "val_f1"  # a validation metric of the workload
-    direction: Literal["maximize", "minimize"] = "maximize"
+    metric: str = "val_f1"  # a validation metric of the workload; not given: its first
+    direction: Literal["maximize", "minimize"] = "maximize"  # not given: the metric's
     n_trials: int = Field(20, ge=1, le=100_000)  # total for the study, resumed runs included
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds, this invocation
     seed: int = Field(42, ge=0, lt=2**32)  # sampler seed: same seed and config, same trials
@@ -175,6 +175,20 @@ class OptimizeConfig(BaseModel):
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     search_space: dict[Literal["architecture"], ArchitectureSpace] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workload_defaults(cls, data: Any) -> Any:
+        """A metric not given is the workload's first; a direction not given, the metric's."""
+        if not isinstance(data, dict) or ("metric" in data and "direction" in data):
+            return data
+        try:
+            workload = get_workload(str(data.get("task", "text")))
+        except TagifaiError:
+            return data  # an unknown task is reported by the loader, naming the file
+        metric = data.get("metric") or next(iter(workload.metrics))
+        direction = data.get("direction") or workload.metrics.get(str(metric), "maximize")
+        return {**data, "metric": metric, "direction": direction}
 
     @model_validator(mode="after")
     def _check(self) -> OptimizeConfig:

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import sqlalchemy.exc
+from pydantic import ValidationError
 
 from tagifai import coordination
 from tagifai.best_params import BestParams, write_best_params
@@ -198,7 +199,7 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", coordination.worker_id())
         params = suggest_params(trial, config, base)
-        tracker.trial_started(params)
+        tracker.trial_started(params, trial.params)
         # Leaving the tracker's reporter writes its queued epochs: pruned, failed or
         # interrupted trials keep their curves too.
         with tracker.epochs() as epochs:
@@ -378,6 +379,14 @@ def write_summary(study: optuna.Study, best_params_file: Path | None) -> BestPar
             f"study {study.study_name!r} was not made by tagifai optimize "
             f"(no {', '.join(missing)} in its user attributes)"
         )
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        try:  # before any MLflow run is touched
+            best_params_of(study)
+        except (ValidationError, KeyError):
+            raise TagifaiError(
+                f"study {study.study_name!r} was made by tagifai 0.1 (flat params, no decision "
+                "rule per trial); this tagifai cannot summarise it: run a new study"
+            ) from None
     tracker = StudyTracker(study.user_attrs["metric"])
     tracker.start(study, experiment_name=study.study_name)
     try:
@@ -425,10 +434,13 @@ def run_study(
     store = make_storage(storage_url(config, storage), config, on_stale_trial=tracker.close_failed)
     study = open_study(config, store)
     record_study_inputs(study, config, base, dataset)
+    # Claims are keyed by the study's id: a study deleted and made again under the same
+    # name starts with none.
+    study_id = store.get_study_id_from_name(study.study_name)
     parent_run_id = tracker.start(
         study,
         experiment_name=config.study_name,
-        claim=lambda name: coordination.claim(store, name),
+        claim=lambda name: coordination.claim(store, f"{study_id}:{name}"),
         storage=store,
     )
     callbacks: list[coordination.Callback] = [tracker.callback]
@@ -453,7 +465,7 @@ def run_study(
         # One summary per study state, however many workers see it complete; a re-run
         # also writes it when the process that claimed it died before finishing.
         if (complete or ran) and (
-            coordination.claim(store, f"{study.study_name}.summary-{done}")
+            coordination.claim(store, f"{study_id}:{study.study_name}.summary-{done}")
             or (complete and not written)
         ):
             best = summarize(study, tracker, best_params_file)

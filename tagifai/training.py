@@ -88,6 +88,7 @@ def fit_epochs(
     num_epochs: int,
     patience: int,
     reporter: Reporter,
+    lr: Callable[[], float] | None = None,
     after_validate: Callable[[dict[str, float]], None] | None = None,
     converged: Callable[[list[dict[str, float]]], bool] | None = None,
 ) -> EpochLoop:
@@ -101,6 +102,7 @@ def fit_epochs(
         num_epochs: Most epochs to train.
         patience: Stop after this many epochs without improvement.
         reporter: Gets every epoch's metrics; may raise (pruning).
+        lr: The learning rate the epoch trained with, reported as ``lr``.
         after_validate: Called with each epoch's metrics (an lr scheduler step).
         converged: Whether training has stopped changing (stops early).
 
@@ -112,6 +114,8 @@ def fit_epochs(
     for epoch in range(1, num_epochs + 1):
         model.train()
         metrics = {"train_loss": train_epoch(), **validate()}
+        if lr is not None:  # read before after_validate, which may cut it for the next epoch
+            metrics["lr"] = lr()
         loop.history.append(metrics)
         loop.epochs_run = epoch
         if after_validate is not None:

@@ -225,6 +225,14 @@ class Workload(Protocol):
         """The pyfunc output frame."""
         ...
 
+    def frame_from_input(self, model_input: Any) -> pd.DataFrame:
+        """A payload frame from what ``pyfunc.predict`` got instead of a frame."""
+        ...
+
+    def pip_requirements(self, params: RunParams) -> list[str]:
+        """What loading and predicting a model of these params needs beyond the core's."""
+        ...
+
     def raw_from_cli(self, inputs: list[str]) -> pd.DataFrame:
         """A payload from ``tagifai predict`` arguments (texts, image paths)."""
         ...

@@ -370,7 +370,6 @@ def test_load_optimize_config_unknown_task_in_file_names_the_file(tmp_path):
             {"metric": "val_loss", "direction": "maximize"},
             "direction: metric val_loss must be minimized, not maximized",
         ),
-        ({"metric": "val_loss"}, "direction: metric val_loss must be minimized, not maximized"),
         (
             {"metric": "val_f1", "direction": "minimize"},
             "direction: metric val_f1 must be maximized, not minimized",
@@ -389,6 +388,17 @@ def test_load_optimize_config_unknown_task_in_file_names_the_file(tmp_path):
 def test_load_optimize_config_metric_and_direction(tmp_path, values, expected):
     path = write_study(tmp_path, name="bad_study.yaml", **values)
     assert one_error(path) == f"{path}: {expected}"
+
+
+def test_metric_and_direction_not_given_are_the_workloads(tmp_path):
+    loss = write_study(tmp_path, name="loss.yaml", metric="val_loss")
+    config, _, _ = load_optimize_config(loss)
+    assert (config.metric, config.direction) == ("val_loss", "minimize")
+    images = tmp_path / "images.yaml"
+    images.write_text("task: images\n", encoding="utf-8")
+    config, _, workload = load_optimize_config(images)
+    assert workload.name == "images"
+    assert (config.metric, config.direction) == ("val_accuracy", "maximize")
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,22 @@ class ImagesWorkload:
             }
         )
 
+    def frame_from_input(self, model_input: Any) -> pd.DataFrame:
+        """Image bytes or base64, one grey image ``(H, W)`` or a stack ``(N, H, W)`` of
+        uint8, or a list of any of these, as an ``image`` column."""
+        if isinstance(model_input, str | bytes):
+            return pd.DataFrame({"image": [model_input]})
+        if isinstance(model_input, np.ndarray) and model_input.dtype == np.uint8:
+            images = model_input[None] if model_input.ndim == 2 else model_input
+            return pd.DataFrame({"image": list(images)})
+        if isinstance(model_input, list | tuple | pd.Series):
+            return pd.DataFrame({"image": list(model_input)})
+        raise TagifaiError(f"input: expected images, got {type(model_input).__name__}")
+
+    def pip_requirements(self, params: Any) -> list[str]:
+        """torchvision (ResNet-18) and Pillow (decoding images)."""
+        return ["torchvision==0.29.1", "pillow"]
+
     def raw_from_cli(self, inputs: list[str]) -> pd.DataFrame:
         """Image files given on the command line."""
         return pd.DataFrame({"path": inputs})

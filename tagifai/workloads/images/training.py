@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -151,10 +150,6 @@ def train(
             "val_accuracy": float((logits.argmax(1).numpy() == y_val).mean()),
         }
 
-    def report(epoch: int, metrics: dict[str, float]) -> None:
-        metrics["lr"] = float(optimizer.param_groups[0]["lr"])
-        reporter.on_epoch_end(epoch, metrics)
-
     loop = fit_epochs(
         model,
         train_epoch,
@@ -162,7 +157,8 @@ def train(
         monitor="val_accuracy",
         num_epochs=arch.num_epochs,
         patience=arch.patience,
-        reporter=_Callback(report),
+        reporter=reporter,
+        lr=lambda: float(optimizer.param_groups[0]["lr"]),
         after_validate=lambda metrics: scheduler.step(metrics["val_accuracy"]),
     )
     val_metrics = validate()
@@ -180,13 +176,3 @@ def train(
         history=loop.history,
         seconds=time.perf_counter() - started,
     )
-
-
-class _Callback:
-    """A reporter from a function."""
-
-    def __init__(self, function: Callable[[int, dict[str, float]], None]) -> None:
-        self.function = function
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.function(epoch, metrics)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from tagifai.config import CONFIG_DIR, SAMPLE_DATA_DIR
+from tagifai.errors import TagifaiError
 from tagifai.workloads.base import DecisionRule, Encoder, TrainResult
 from tagifai.workloads.text import data, encoders, models
 from tagifai.workloads.text.params import TextParams
@@ -118,6 +119,18 @@ class TextWorkload:
                 "probabilities": [json.dumps(result["probabilities"]) for result in results],
             }
         )
+
+    def frame_from_input(self, model_input: Any) -> pd.DataFrame:
+        """A string, or a list, array or series of strings, as a ``text`` column."""
+        if isinstance(model_input, str):
+            return pd.DataFrame({"text": [model_input]})
+        if isinstance(model_input, list | tuple | np.ndarray | pd.Series):
+            return pd.DataFrame({"text": list(model_input)})
+        raise TagifaiError(f"input: expected texts, got {type(model_input).__name__}")
+
+    def pip_requirements(self, params: Any) -> list[str]:
+        """scikit-learn for its stopword list, when the model drops stopwords."""
+        return ["scikit-learn"] if params.data.stopwords else []
 
     def raw_from_cli(self, inputs: list[str]) -> pd.DataFrame:
         """Texts given on the command line."""

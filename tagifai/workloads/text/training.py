@@ -1,4 +1,4 @@
-"""Text training: two methods, chosen by the architecture's params.
+"""Text training: two methods, chosen by the architecture's params class.
 
 - :func:`fit_full_batch`: L-BFGS on the whole training set (``linear``), until the
   loss stops changing or validation F1 stops improving;
@@ -31,7 +31,7 @@ from tagifai.workloads.text.params import LinearParams, MinibatchParams, TextPar
 __all__ = ["CONVERGED_RTOL", "fit_full_batch", "fit_minibatch", "train"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-PREDICT_BATCH_SIZE = 512  # rows per forward pass when validating
+PREDICT_BATCH_SIZE = 512  # rows per forward pass when validating the full-batch model
 
 # A full-batch (L-BFGS) epoch that changes the training loss by less than this fraction
 # has converged: the next epochs would repeat the same weights, so training stops.
@@ -82,9 +82,13 @@ def _trim(ids: torch.Tensor) -> torch.Tensor:
 
 
 def _validator(
-    model: nn.Module, params: TextParams, enc: _Encoded
+    model: nn.Module, params: TextParams, enc: _Encoded, batch_size: int
 ) -> Callable[[], tuple[dict[str, float], np.ndarray]]:
-    """Validation loss and F1 at the threshold chosen on validation."""
+    """Validation loss and F1 at the threshold chosen on validation.
+
+    Batches are padded to their longest text: the CNN's max-pool sees the padding, so
+    its scores depend on the batch size, which is the training one.
+    """
 
     def validate() -> tuple[dict[str, float], np.ndarray]:
         model.eval()
@@ -92,7 +96,7 @@ def _validator(
             logits = torch.cat(
                 [
                     model(_trim(enc.x_val[index]).to(enc.device)).cpu()
-                    for index in _batches(len(enc.x_val), PREDICT_BATCH_SIZE, None)
+                    for index in _batches(len(enc.x_val), batch_size, None)
                 ]
             )
         probs = torch.sigmoid(logits).numpy()
@@ -125,7 +129,7 @@ def fit_full_batch(
         model.parameters(), lr=1.0, max_iter=20, history_size=10, line_search_fn="strong_wolfe"
     )
     penalised = [p for p in model.parameters() if p.dim() > 1]
-    validate = _validator(model, params, enc)
+    validate = _validator(model, params, enc, PREDICT_BATCH_SIZE)
 
     def train_epoch() -> float:
         losses: list[float] = []
@@ -154,7 +158,8 @@ def fit_full_batch(
         monitor="val_f1",
         num_epochs=arch.num_epochs,
         patience=arch.patience,
-        reporter=_WithLr(reporter, lambda: 1.0),
+        reporter=reporter,
+        lr=lambda: 1.0,  # L-BFGS's line search picks each step
         converged=converged,
     )
     model.end_fit()  # folds the scale into the weights: a plain linear model is saved
@@ -189,7 +194,7 @@ def fit_minibatch(
         for optimizer in optimizers
     ]
     generator = torch.Generator().manual_seed(params.seed)
-    validate = _validator(model, params, enc)
+    validate = _validator(model, params, enc, arch.batch_size)
 
     def train_epoch() -> float:
         total = 0.0
@@ -215,22 +220,11 @@ def fit_minibatch(
         monitor="val_f1",
         num_epochs=arch.num_epochs,
         patience=arch.patience,
-        reporter=_WithLr(reporter, lambda: float(optimizers[0].param_groups[0]["lr"])),
+        reporter=reporter,
+        lr=lambda: float(optimizers[0].param_groups[0]["lr"]),
         after_validate=step_schedulers,
     )
     return loop.best_epoch, loop.epochs_run, loop.history
-
-
-class _WithLr:
-    """Adds the current learning rate to each epoch's metrics before reporting them."""
-
-    def __init__(self, reporter: Reporter, lr: Callable[[], float]) -> None:
-        self.reporter = reporter
-        self.lr = lr
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        metrics["lr"] = self.lr()
-        self.reporter.on_epoch_end(epoch, metrics)
 
 
 def train(
@@ -262,11 +256,14 @@ def train(
         device=device,
     )
     model = build_model(params, encoder, num_classes=len(dataset.classes)).to(device)
-    if isinstance(model, TfidfLinear):
+    if isinstance(params.model, LinearParams):
+        assert isinstance(model, TfidfLinear)
         best_epoch, epochs_run, history = fit_full_batch(model, params, enc, reporter)
+        batch_size = PREDICT_BATCH_SIZE
     else:
         best_epoch, epochs_run, history = fit_minibatch(model, params, enc, reporter)
-    val_metrics, threshold = _validator(model, params, enc)()
+        batch_size = params.model.batch_size
+    val_metrics, threshold = _validator(model, params, enc, batch_size)()
     return TrainResult(
         encoder=encoder,
         model=model.cpu().eval(),
