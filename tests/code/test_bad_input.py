@@ -576,7 +576,7 @@ CASES = [
                 {"study_name": "old", "value": 0.5, "threshold": 0.5, "params": {"lr": 0.01}}
             )
         },
-        expected=("old_best.json", "it has no schema_version", "tagifai summarize"),
+        expected=("old_best.json", "it has no schema_version", "run a new study"),
     ),
     case(
         "train-best-no-best-params",

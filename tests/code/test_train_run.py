@@ -179,7 +179,7 @@ def test_cli_train_prints_run_id_and_metrics(workdir, tiny_params_file):
     assert "f1" in result.output
     # the task's default experiment
     experiment = MlflowClient().get_experiment(run.info.experiment_id)
-    assert experiment.name == "tagifai-train-text"
+    assert experiment.name == "tagifai-train"
     # the default local store would be under experiments/ - MLFLOW_TRACKING_URI won
     assert not (workdir / "experiments" / "mlflow.db").exists()
 
