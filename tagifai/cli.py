@@ -386,7 +386,9 @@ def optimize_command(
         int | None, typer.Option("--seed", min=-1, help="Sampler seed (-1: the config's).")
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Worker processes on this machine.")
+        int,
+        # Checked here, before anything is written; workers.MAX_LOCAL_WORKERS bounds it too.
+        typer.Option("--workers", min=1, max=32, help="Worker processes on this machine."),
     ] = 1,
 ) -> None:
     """Run, resume or join an Optuna study; one MLflow parent run, one child per trial.
