@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,3 +72,54 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def model_server(model_uri: str, folder: Path) -> Iterator[str]:
+    """``mlflow models serve`` for ``model_uri`` on 127.0.0.1; yields its /invocations URL.
+
+    Waits on the server's /ping (the deadline is a safety net for a busy machine) and
+    stops it on leaving; its log is ``folder/serve.log``.
+    """
+    port = free_port()
+    command = [
+        str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve", "-m", model_uri,
+        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    log_path = folder / "serve.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, cwd=folder
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError):
+                    pass
+                assert server.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "server did not come up in 180 s"
+                time.sleep(0.5)
+            yield f"{base}/invocations"
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def post_json(url: str, payload: object) -> tuple[int, dict]:
+    """POST ``payload`` as JSON; the status and the decoded answer (errors included)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")

@@ -45,9 +45,10 @@ class ArchitectureParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Every architecture sets these with its own defaults (and bounds).
     architecture: str
-    num_epochs: int = Field(30, ge=1, le=10_000)  # upper bound; early stopping ends sooner
-    patience: int = Field(5, ge=1, le=1_000)  # epochs without val improvement before stopping
+    num_epochs: int  # upper bound; early stopping ends sooner
+    patience: int  # epochs without validation improvement before stopping
 
 
 class RunParams(BaseModel):

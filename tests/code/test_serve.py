@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from helpers import REPO, free_port, subprocess_env
+from helpers import model_server, post_json
 
 from tagifai import jobs, tracking
 from tagifai.best_params import BestParams
 from tagifai.workloads.base import DecisionRule
 
 pytestmark = [pytest.mark.server, pytest.mark.training]
-
-
-def _post(url: str, payload: object) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 @pytest.fixture
@@ -51,42 +36,13 @@ def served_model(workdir, tiny_params, sample_paths) -> Iterator[tuple[str, floa
     )
     outcome = jobs.train_best(best, dataset, splits)
     assert outcome.promoted and outcome.decision is not None
-    port = free_port()
-    command = [
-        str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve",
-        "-m", "models:/tagifai@champion", "--env-manager", "local",
-        "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    log = (workdir / "serve.log").open("w")
-    server = subprocess.Popen(
-        command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, cwd=workdir
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert server.poll() is None, (workdir / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "server did not come up in 120 s"
-            time.sleep(0.5)
-        yield f"{base}/invocations", outcome.decision.summary
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    with model_server("models:/tagifai@champion", workdir) as url:
+        yield url, outcome.decision.summary
 
 
 def test_served_model_answers_and_rejects_bad_payloads(served_model):
     url, threshold = served_model
-    status, body = _post(
+    status, body = post_json(
         url,
         {
             "dataframe_split": {
@@ -107,7 +63,7 @@ def test_served_model_answers_and_rejects_bad_payloads(served_model):
                 assert (tag in row["tags"]) == (p >= threshold), (tag, p, threshold)
 
     # the threshold is a request param
-    status, body = _post(
+    status, body = post_json(
         url,
         {
             "dataframe_records": [{"title": "YOLO", "description": "finds cars"}],
@@ -119,7 +75,7 @@ def test_served_model_answers_and_rejects_bad_payloads(served_model):
     assert len(row["tags"]) == len(json.loads(row["probabilities"]))
 
     # a 1 MB text is answered (the text is cut to the documented limit), not refused
-    status, body = _post(url, {"inputs": {"text": ["graph " * 200_000]}})
+    status, body = post_json(url, {"inputs": {"text": ["graph " * 200_000]}})
     assert status == 200, body
 
     # Each bad payload: a 400 whose message says what is wrong, and no stack trace.
@@ -147,7 +103,7 @@ def test_served_model_answers_and_rejects_bad_payloads(served_model):
         "not json columns": ({"nonsense": 1}, "exactly one of the input fields"),
     }
     for name, (payload, expected) in bad.items():
-        status, body = _post(url, payload)
+        status, body = post_json(url, payload)
         assert status == 400, (name, status, body)
         assert body.get("message") and expected in body["message"], (name, body)
         assert not body.get("stack_trace"), (name, body)

@@ -9,9 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import REPO, copy_project, free_port, subprocess_env
+from helpers import copy_project, model_server, post_json, subprocess_env
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -342,51 +339,15 @@ def test_predict_path_imports_neither_optuna_nor_sklearn(tmp_path, champion):
 
 @pytest.fixture
 def served(tmp_path: Path, champion: str) -> Iterator[str]:
-    port = free_port()
-    command = [
-        str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve", "-m", champion,
-        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(
-        command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180  # a safety net: the loop waits on /ping
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.5)
-        yield f"{base}/invocations"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-
-
-def _post(url: str, payload: object) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    with model_server(champion, tmp_path) as url:
+        yield url
 
 
 @pytest.mark.server
 def test_served_model_answers_base64_png(served, tmp_path):
     image, label = _digit(7)
     b64 = base64.b64encode(_png(image)).decode()
-    status, body = _post(
+    status, body = post_json(
         served,
         {"dataframe_split": {"columns": ["image"], "data": [[b64]]}, "params": {"threshold": 0.0}},
     )
@@ -394,7 +355,7 @@ def test_served_model_answers_base64_png(served, tmp_path):
     prediction = body["predictions"][0]
     assert prediction["class"] == label
     assert isinstance(prediction["probabilities"], dict)  # a JSON object, not a string
-    status, body = _post(
+    status, body = post_json(
         served,
         {"dataframe_split": {"columns": ["image"], "data": [[b64]]}, "params": {"threshold": 1.0}},
     )
@@ -409,7 +370,7 @@ def test_served_model_answers_base64_png(served, tmp_path):
         ({"dataframe_split": {"columns": ["image"], "data": [["aGVsbG8="]]}}, "readable image"),
         ({"dataframe_split": {"columns": ["text"], "data": [["hi"]]}}, "image"),
     ):
-        status, body = _post(served, payload)
+        status, body = post_json(served, payload)
         assert status == 400, body
         assert message in body["message"] and "Traceback" not in body["message"]
 
