@@ -28,15 +28,17 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tagifai.errors import TagifaiError
 from tagifai.files import write_json_atomic
 from tagifai.logged_models import log_predictor
 from tagifai.predict import Predictor
-from tagifai.tracking import ensure_experiment, git_commit
+from tagifai.tracking import ensure_experiment, git_commit, store_uri
 from tagifai.training import NullReporter, Reporter
 from tagifai.workloads.base import DataSet, RunParams, Splits, Workload
 
 __all__ = [
     "PARENT_RUN_ATTR",
+    "STORE_ATTR",
     "TRIAL_RUN_ATTR",
     "MlflowReporter",
     "NullTracker",
@@ -50,6 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attribute holding the parent run id
+STORE_ATTR = "mlflow_tracking_uri"  # and the tracking store that holds it
 TRIAL_RUN_ATTR = "mlflow_run_id"  # trial system attribute the MLflowCallback sets
 
 
@@ -257,7 +260,9 @@ class StudyTracker:
 
     The parent is, in order: the parent recorded in the study's user attributes
     (a resumed or joined study); the run ``mlflow run`` passed in ``MLFLOW_RUN_ID``;
-    a new run in the experiment named after the study.
+    a new run in the experiment named after the study. The study records the
+    tracking store of its parent too: a recorded parent missing from the store in use
+    (another store, or a store that was reset) is an error, never a new parent.
 
     Args:
         metric_name: Name of the objective value in the child runs.
@@ -304,9 +309,18 @@ class StudyTracker:
             recorded = self._wait_for_parent(study, storage)
         if launched and recorded and launched != recorded:
             # `mlflow run` resuming or joining an existing study: trials go under the
-            # study's parent; the launcher's run points there.
+            # study's parent, and the launcher's run is filed under it too, so it is not
+            # an empty top-level run.
             client.set_tag(launched, "tagifai.study_parent_run_id", recorded)
-            client.set_tag(launched, "mlflow.note.content", f"Trials are in run {recorded}.")
+            client.set_tag(launched, "mlflow.parentRunId", recorded)
+            launched_at = time.strftime("%Y%m%d-%H%M%S")
+            client.set_tag(launched, "mlflow.runName", f"mlflow-run-{launched_at}")
+            client.set_tag(
+                launched,
+                "mlflow.note.content",
+                f"This `mlflow run` resumed study {study.study_name}; its trials are the "
+                f"trial-<n> runs under run {recorded}.",
+            )
         parent_id = recorded or launched
         if parent_id is not None:
             self.experiment_id = client.get_run(parent_id).info.experiment_id
@@ -318,6 +332,7 @@ class StudyTracker:
             run = mlflow.start_run(run_name=study.study_name)
         self.parent_run_id = run.info.run_id
         if recorded is None:
+            study.set_user_attr(STORE_ATTR, store_uri())
             study.set_user_attr(PARENT_RUN_ATTR, self.parent_run_id)
         commit = git_commit()
         mlflow.set_tags(
@@ -333,13 +348,25 @@ class StudyTracker:
 
     @staticmethod
     def _recorded_parent(study: optuna.Study) -> str | None:
+        """The study's parent run, which must be in the store in use.
+
+        Raises:
+            TagifaiError: If the study has a parent run that this store does not hold.
+        """
         recorded = study.user_attrs.get(PARENT_RUN_ATTR)
         if recorded is None:
             return None
         try:
             MlflowClient().get_run(recorded)
         except MlflowException:
-            return None  # the tracking store was reset: a new parent is made
+            # Another store (or this one reset): a new parent here would split the
+            # study's trials across two parents, so say where the runs are instead.
+            where = study.user_attrs.get(STORE_ATTR, "another MLflow store")
+            raise TagifaiError(
+                f"study {study.study_name!r}: its parent run {recorded} is in {where}, "
+                f"not in the tracking store in use ({store_uri()}): set "
+                f"MLFLOW_TRACKING_URI to that store, or start a new study (--study-name)"
+            ) from None
         return str(recorded)
 
     def _wait_for_parent(

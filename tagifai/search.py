@@ -48,6 +48,7 @@ __all__ = [
     "SamplerConfig",
     "create_pruner",
     "create_sampler",
+    "initial_trials",
     "load_optimize_config",
     "load_params_file",
     "params_for",
@@ -86,6 +87,15 @@ class IntSpace(BaseModel):
         """Every value of the range, for the grid sampler."""
         return list(range(self.low, self.high + 1, self.step))
 
+    def contains(self, value: Any) -> bool:
+        """Whether the range can yield ``value``."""
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )
+
 
 class FloatSpace(BaseModel):
     """A float parameter: ``suggest_float(low, high, step=..., log=...)``."""
@@ -116,6 +126,17 @@ class FloatSpace(BaseModel):
         count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
         return [round(self.low + i * self.step, 12) for i in range(count)]
 
+    def contains(self, value: Any) -> bool:
+        """Whether the range can yield ``value``."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not self.low <= value <= self.high:
+            return False
+        if self.step is None:
+            return True
+        steps = (value - self.low) / self.step
+        return abs(steps - round(steps)) < 1e-9
+
 
 class CategoricalSpace(BaseModel):
     """A choice among values: ``suggest_categorical(choices)``."""
@@ -131,6 +152,10 @@ class CategoricalSpace(BaseModel):
     def grid(self) -> list[Any]:
         """Every choice, for the grid sampler."""
         return list(self.choices)
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one of the choices (``true`` is not ``1``)."""
+        return any(type(value) is type(c) and value == c for c in self.choices)
 
 
 SearchSpace = Annotated[IntSpace | FloatSpace | CategoricalSpace, Field(discriminator="type")]
@@ -175,6 +200,10 @@ class OptimizeConfig(BaseModel):
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     search_space: dict[Literal["architecture"], ArchitectureSpace] = Field(default_factory=dict)
+    # Trials queued before the sampler's own, once per study (a known-good start): each
+    # names an architecture and any of its searched knobs; knobs it does not name take
+    # the base params' values (that architecture's defaults).
+    initial_trials: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -284,6 +313,44 @@ def suggest_params(trial: optuna.Trial, config: OptimizeConfig, base: RunParams)
     return base.model_copy(update={"model": _model_params(base, architecture, values)})
 
 
+def initial_trials(config: OptimizeConfig, base: RunParams) -> list[dict[str, Any]]:
+    """The config's ``initial_trials`` as Optuna params: every searched knob given.
+
+    Raises:
+        TagifaiError: If one names no searched architecture, a knob its architecture
+            does not search, or a value (given or default) outside its range.
+    """
+    resolved = []
+    for index, given in enumerate(config.initial_trials):
+        where = f"initial_trials[{index}]"
+        architecture = given.get(ARCHITECTURE)
+        if architecture not in config.architectures:
+            raise TagifaiError(
+                f"{where}.{ARCHITECTURE}: {architecture!r:.60} is not in the search space; "
+                f"choose from {', '.join(config.architectures)}"
+            )
+        space = config.architectures[architecture]
+        defaults = _model_params(base, architecture, {})
+        trial: dict[str, Any] = {ARCHITECTURE: architecture}
+        for name in given:
+            if name != ARCHITECTURE and name not in space:
+                raise TagifaiError(
+                    f"{where}.{name}: not a searched knob of {architecture}; "
+                    f"searched: {', '.join(space) or 'none'}"
+                )
+        for name, bounds in space.items():
+            value = given[name] if name in given else getattr(defaults, name)
+            if not bounds.contains(value):
+                source = "" if name in given else f" (the {architecture} default)"
+                raise TagifaiError(
+                    f"{where}.{name}: {value!r:.60}{source} is outside its search range "
+                    f"{bounds.model_dump(exclude={'type'})}"
+                )
+            trial[name] = value
+        resolved.append(trial)
+    return resolved
+
+
 def params_for(base: RunParams, tuned: dict[str, Any]) -> RunParams:
     """The params a trial used, from its sampled values (``trial.params``)."""
     if not tuned:
@@ -350,6 +417,10 @@ def load_optimize_config(
     params_file = Path(config.params) if config.params else workload.params_file
     base = load_params_file(workload, params_file)
     _check_space(config, base, path)
+    try:
+        initial_trials(config, base)
+    except TagifaiError as exc:
+        raise TagifaiError(f"{path}: {exc}") from None
     try:  # built once here, so a keyword they reject fails before anything is made
         create_sampler(config)
         create_pruner(config.pruner)

@@ -34,6 +34,7 @@ from tagifai.search import (
     OptimizeConfig,
     create_pruner,
     create_sampler,
+    initial_trials,
     params_for,
     suggest_params,
 )
@@ -437,6 +438,9 @@ def run_study(
     # Claims are keyed by the study's id: a study deleted and made again under the same
     # name starts with none.
     study_id = store.get_study_id_from_name(study.study_name)
+    if config.initial_trials and coordination.claim(store, f"{study_id}:initial-trials"):
+        for params in initial_trials(config, base):
+            study.enqueue_trial(params, skip_if_exists=True)
     parent_run_id = tracker.start(
         study,
         experiment_name=config.study_name,

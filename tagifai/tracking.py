@@ -34,6 +34,7 @@ __all__ = [
     "ensure_experiment",
     "git_commit",
     "run_record",
+    "store_uri",
 ]
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,14 @@ def ensure_experiment(name: str) -> str:
         if experiment is None:
             raise
         return str(experiment.experiment_id)
+
+
+def store_uri() -> str:
+    """The tracking store in use, a sqlite path made absolute (one store, one name)."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve().as_posix()}"
+    return uri.rstrip("/")
 
 
 def git_commit() -> str:

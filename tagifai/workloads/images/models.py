@@ -93,11 +93,16 @@ def _cnn(arch: CnnParams, height: int, width: int, num_classes: int) -> nn.Modul
             layers.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2
         channels_in, channels = channels, min(channels * 2, 1024)
-    layers += [
-        nn.Flatten(),
-        nn.Dropout(arch.dropout_p),
-        nn.Linear(channels_in * height * width, num_classes),
-    ]
+    features = channels_in * height * width
+    layers.append(nn.Flatten())
+    if arch.head_units:
+        layers += [
+            nn.Dropout(arch.dropout_p),
+            nn.Linear(features, arch.head_units),
+            ACTIVATIONS[arch.activation](),
+        ]
+        features = arch.head_units
+    layers += [nn.Dropout(arch.dropout_p), nn.Linear(features, num_classes)]
     return nn.Sequential(*layers)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -42,6 +43,19 @@ def _optimizer(arch: MinibatchParams, model: nn.Module) -> torch.optim.Optimizer
         )
     choice = torch.optim.Adam if arch.optimizer == "adam" else torch.optim.AdamW
     return choice(parameters, lr=arch.lr, weight_decay=arch.weight_decay)
+
+
+def _scheduler(
+    arch: MinibatchParams, optimizer: torch.optim.Optimizer
+) -> Callable[[dict[str, float]], None]:
+    """The lr schedule, stepped after each epoch's validation."""
+    if arch.lr_schedule == "cosine":
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=arch.num_epochs)
+        return lambda metrics: cosine.step()
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=arch.lr_factor, patience=arch.lr_patience
+    )
+    return lambda metrics: plateau.step(metrics["val_accuracy"])
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -122,9 +136,7 @@ def train(
     y_val = splits.val.labels
     model = build_model(params, encoder, num_classes=len(dataset.classes)).to(device)
     optimizer = _optimizer(arch, model)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=arch.lr_factor, patience=arch.lr_patience
-    )
+    scheduler = _scheduler(arch, optimizer)
     generator = torch.Generator().manual_seed(params.seed)
     augment = bool(getattr(arch, "augment", False))
 
@@ -159,7 +171,7 @@ def train(
         patience=arch.patience,
         reporter=reporter,
         lr=lambda: float(optimizer.param_groups[0]["lr"]),
-        after_validate=lambda metrics: scheduler.step(metrics["val_accuracy"]),
+        after_validate=scheduler,
     )
     val_metrics = validate()
     probs = torch.softmax(predict_logits(model, x_val, device), dim=1).numpy()
