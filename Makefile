@@ -19,7 +19,12 @@ endif
 HOST ?= 127.0.0.1
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
+DASHBOARD_PORT ?= 8080
 MODEL_URI ?= models:/$(MODEL_NAME)@champion
+# The Optuna storage `make dashboard` reads (a PostgreSQL URL for a parallel study).
+STORAGE ?= sqlite:///$(CURDIR)/experiments/optuna.db
+# The 3.17 UI opens in its GenAI view unless the URL asks for the model-training one.
+UI_VIEW := ?workflowType=machine_learning
 
 # Local servers for parallel optimize (scripts/servers.sh): PostgreSQL and an MLflow server.
 PG_PORT ?= 5433
@@ -28,11 +33,20 @@ export PG_PORT MLFLOW_PORT
 PG_URL := postgresql://postgres@127.0.0.1:$(PG_PORT)/optuna
 WORKERS ?= 2
 
-.PHONY: help install system-deps test test-fast lint format train optimize optimize-parallel train-best predict ui serve bench bench-smoke clean servers-start servers-stop
+.PHONY: help install system-deps test test-fast lint format train optimize optimize-parallel train-best predict ui dashboard report serve bench bench-smoke clean servers-start servers-stop
 
-help: ## List the targets
+help: ## List the targets and the variables they take
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@echo "Variables (make <target> NAME=value):"
+	@echo "  TASK=$(TASK)  the workload: text or images"
+	@echo "  STUDY=$(STUDY)  the study (and MLflow experiment) optimize/report/dashboard use"
+	@echo "  TEXT=\"...\" / IMAGE=path.png  what make predict predicts (TASK=images: IMAGE)"
+	@echo "  MODEL_URI=$(MODEL_URI)  what predict and serve load"
+	@echo "  STORAGE=$(STORAGE)  Optuna storage for make dashboard"
+	@echo "  MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI)"
+	@echo "  HOST=$(HOST) UI_PORT=$(UI_PORT) SERVE_PORT=$(SERVE_PORT) DASHBOARD_PORT=$(DASHBOARD_PORT)"
+	@echo "  WORKERS=$(WORKERS) PG_PORT=$(PG_PORT) MLFLOW_PORT=$(MLFLOW_PORT)  (optimize-parallel)"
 
 install: $(VENV)/.installed ## Build .venv (CPU torch pinned by constraints.txt) and install tagifai
 
@@ -84,12 +98,27 @@ train-best: install ## Train, log and register the study's best model (TASK=imag
 	tagifai train-best --task $(TASK)
 
 predict: install ## Predict with the champion: make predict TEXT="..." (or TASK=images IMAGE=x.png)
-	tagifai predict --task $(TASK) "$(if $(filter images,$(TASK)),$(IMAGE),$(TEXT))"
+	@input="$(if $(filter images,$(TASK)),$(IMAGE),$(TEXT))"; \
+	if [ -z "$$input" ]; then \
+		echo 'make predict: say what to predict: make predict TEXT="a transformer for text" (or TASK=images IMAGE=digit.png)' >&2; \
+		exit 2; \
+	fi; \
+	tagifai predict --task $(TASK) "$$input"
 
-ui: install ## MLflow UI on http://127.0.0.1:5000
+ui: install ## MLflow UI on http://127.0.0.1:5000 (runs, plots, registered models)
+	@echo "MLflow UI: http://$(HOST):$(UI_PORT)/#/experiments$(UI_VIEW)"
 	mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(UI_PORT)
 
+dashboard: install ## optuna-dashboard on http://127.0.0.1:8080 for the studies in STORAGE (live)
+	@case "$(STORAGE)" in sqlite:///*) db="$(STORAGE)"; db="$${db#sqlite:///}"; \
+		[ -f "$$db" ] || { echo "make dashboard: no study storage at $$db yet: run make optimize first" >&2; exit 2; };; esac
+	optuna-dashboard "$(STORAGE)" --host $(HOST) --port $(DASHBOARD_PORT)
+
+report: install ## One self-contained HTML page about STUDY: reports/<study>.html
+	tagifai report --study $(STUDY) --output reports/$(STUDY).html
+
 serve: install ## Serve the champion model on http://127.0.0.1:5001/invocations
+	@tagifai check-model "$(MODEL_URI)"
 	mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
 bench: install ## Benchmarks on the real data (../shared; text ~20 min + images ~45 min on 2 cores); writes benchmarks/RESULTS.md
@@ -100,5 +129,5 @@ bench-smoke: install ## Every benchmark on the samples, tiny settings (checks th
 
 clean: ## Remove run outputs (tracking store, studies, caches); keeps .venv
 	rm -rf experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data \
-		config/best_params.json config/best_params-images.json .servers
+		config/best_params.json config/best_params-images.json .servers reports test-artifacts
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

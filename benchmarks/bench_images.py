@@ -189,7 +189,9 @@ def _study(
         storage=config.storage,
         best_params_file=None,
         track=True,
-        on_trial=lambda done, _: progress(KEY, f"{name}: {done} trials done"),
+        on_trial=lambda now: progress(
+            KEY, f"{name}: {now.done} trials done (trial {now.trial.number} {now.trial.state.name})"
+        ),
     )
     study_seconds = time.perf_counter() - started
     states = trial_states(result.study)

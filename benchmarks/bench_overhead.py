@@ -58,7 +58,7 @@ from benchmarks.common import (
     warm_up,
     workspace,
 )
-from tagifai import runs, study
+from tagifai import plots, runs
 from tagifai.search import OptimizeConfig, PrunerConfig
 from tagifai.study import run_study
 from tagifai.workloads.base import DataSet, RunParams, Splits
@@ -85,7 +85,7 @@ TRACKING_CALLS: list[tuple[Any, str]] = [
     (runs.MlflowReporter, "__init__"),
     (runs.MlflowReporter, "on_epoch_end"),
     (runs.MlflowReporter, "flush"),
-    (study, "make_figures"),  # the summary's plots, for the tracker's parent run
+    (plots, "write_plots"),  # the summary's plots, for the tracker's parent run
     (mlflow, "start_run"),  # the MLflowCallback's child runs
     (mlflow, "end_run"),
 ]

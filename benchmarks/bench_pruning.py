@@ -40,7 +40,7 @@ from benchmarks.common import (
     workspace,
 )
 from tagifai.search import PrunerConfig
-from tagifai.study import run_study
+from tagifai.study import TrialProgress, run_study
 
 __all__ = ["main", "run"]
 
@@ -69,8 +69,8 @@ class Arm:
     states: dict[str, int]
 
 
-def _progress(arm: str) -> Callable[[int, int], None]:
-    return lambda done, total: progress(KEY, f"{arm}: trial {done}/{total}")
+def _progress(arm: str) -> Callable[[TrialProgress], None]:
+    return lambda now: progress(KEY, f"{arm}: trial {now.done}/{now.total}")
 
 
 def run(inputs: Inputs, trials: int | None = None) -> Report:

@@ -198,7 +198,7 @@ def run(inputs: Inputs, trials: int | None = None) -> Report:
             storage=config.storage,
             best_params_file=folder / "best_params.json",
             track=True,
-            on_trial=lambda done, total: progress(KEY, f"trial {done}/{total} done"),
+            on_trial=lambda now: progress(KEY, f"trial {now.done}/{now.total} done"),
         )
         study_minutes = (time.perf_counter() - study_started) / 60
         states = trial_states(result.study)

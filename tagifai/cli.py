@@ -18,7 +18,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from tagifai.errors import TagifaiError
@@ -32,8 +39,8 @@ app = typer.Typer(
     help="Tune, train, register and serve PyTorch models (text tags, image classes) with "
     "Optuna and MLflow.",
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # a run id or path is never split across lines
+err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -196,6 +203,8 @@ def train_command(
     from tagifai.search import load_params_file
 
     workload = _workload(task)
+    if experiment_name:
+        _check_name("--experiment-name", experiment_name)
     params = load_params_file(workload, params_file or workload.params_file)  # "": the default
     dataset, splits = jobs.load_data(params, *_data_sources(workload, data, tags))
     tracking.configure()
@@ -339,6 +348,8 @@ def predict_command(
         raise TagifaiError("predict: give inputs or --file, exactly one of them")
     if output is not None and file is None:
         raise TagifaiError("--output: only with --file")
+    if output is not None and file is not None:
+        _check_output(output, inputs=[file])
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise TagifaiError(f"--threshold: must be within [0, 1], got {threshold}")
     uri = _resolve_model_uri(workload, run_id, model_uri)
@@ -404,6 +415,8 @@ def optimize_command(
     from tagifai.training import THREADS_ENV
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar tells the story
+    if study_name:
+        _check_name("--study-name", study_name)
     # 0 and "" from `mlflow run`'s defaults mean "not given".
     study_config, base, workload = load_optimize_config(
         config or None,
@@ -420,8 +433,7 @@ def optimize_command(
         import torch
 
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
-    tracking.configure()
-    tracking.check_reachable()
+    tracking.configure()  # a tracking server that is down is one line here
     if workers > 1:
         study.open_study(study_config, storage or None)  # creates the schema once
     # The helpers get this process's resolved settings, so all workers agree.
@@ -434,8 +446,10 @@ def optimize_command(
         *(("--storage", storage) if storage else ()),
         *(("--timeout", str(study_config.timeout)) if study_config.timeout else ()),
     ]
-    with local.local_workers(workers, helper_command, study_config.seed), _progress() as progress:
-        task_id = progress.add_task(f"study {study_config.study_name}", total=study_config.n_trials)
+    with (
+        local.local_workers(workers, helper_command, study_config.seed),
+        _StudyProgress(study_config.study_name, study_config.metric) as progress,
+    ):
         result = study.run_study(
             study_config,
             base,
@@ -443,26 +457,94 @@ def optimize_command(
             splits,
             storage=storage or None,
             best_params_file=workload.best_params_file,
-            on_trial=lambda done, total: progress.update(task_id, completed=done, total=total),
+            on_trial=progress.on_trial,
         )
     if local.is_helper():
         return  # the process that started this helper reports
+    _print_study_summary(result, study_config.n_trials, workload)
+
+
+def _print_study_summary(result: Any, n_trials: int, workload: Any) -> None:
+    """What the study did, its best trial, where its outputs are and what to run next."""
+    name = result.study.study_name
     states = [t.state.name for t in result.study.trials]
     if result.trials_run == 0:
         console.print(
-            f"study {result.study.study_name!r} already has {study_config.n_trials} finished "
-            "trials: nothing to do (raise --n-trials to run more)"
+            f"study {name!r} already has {n_trials} finished trials: nothing to do "
+            "(raise --n-trials to run more)"
         )
     console.print(
-        f"study {result.study.study_name!r}: {states.count('COMPLETE')} complete, "
-        f"{states.count('PRUNED')} pruned, {states.count('FAIL')} failed; "
-        f"parent run {result.parent_run_id}; {result.seconds:.1f}s"
+        f"study {name!r}: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
+        f"{states.count('FAIL')} failed in {result.seconds:.1f}s; parent run {result.parent_run_id}"
     )
-    if result.best is not None:
-        console.print(
-            f"best {study_config.metric} = {result.best.value:.4f} "
-            f"(trial {result.best.trial_number}); params in {workload.best_params_file}"
+    best = result.best
+    if best is None:
+        return
+    params = ", ".join(f"{k}={_short(v)}" for k, v in best.tuned.items())
+    console.print(f"best {best.metric} = {best.value:.4f} (trial {best.trial_number}): {params}")
+    console.print(f"decision rule: {best.decision.kind} {best.decision.summary:.4f}")
+    console.print(
+        f"best params: {workload.best_params_file}, and best_params.json, trials.csv and "
+        f"plots/ (PNG + plots.html) on run {result.parent_run_id}"
+    )
+    task = "" if workload.name == "text" else f" TASK={workload.name}"
+    console.print(
+        f"next: make train-best{task}  |  make ui (MLflow)  |  make dashboard (Optuna)  |  "
+        f"tagifai report --study {name} --output {name}.html"
+    )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class _StudyProgress:
+    """A study's progress: on a terminal one live line (trials n/N, the last trial, the
+    best so far, elapsed, ETA); elsewhere (CI, a pipe, nohup) one plain line per trial."""
+
+    def __init__(self, name: str, metric: str) -> None:
+        from tagifai.workers import is_helper
+
+        self.name = name
+        self.metric = metric
+        self.quiet = is_helper()  # the process that started the helpers reports
+        self.live = err_console.is_terminal and not self.quiet
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+            disable=not self.live,
         )
+        self.task_id = self.progress.add_task(f"study {name}", total=None)
+
+    def __enter__(self) -> _StudyProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.progress.__exit__(*exc_info)
+
+    def on_trial(self, now: Any) -> None:
+        """Show a finished trial and where the study stands."""
+        trial = now.trial
+        value = "" if trial.value is None else f" {self.metric}={trial.value:.4f}"
+        best = (
+            ""
+            if now.best_value is None
+            else f"; best {now.best_value:.4f} (trial {now.best_number})"
+        )
+        last = f"trial {trial.number} {trial.state.name.lower()}{value}{best}"
+        if self.live:
+            self.progress.update(
+                self.task_id, completed=now.done, total=now.total, description=last
+            )
+        elif not self.quiet:
+            err_console.print(f"[{now.done}/{now.total}] {last}", highlight=False)
 
 
 @command("summarize")
@@ -483,8 +565,7 @@ def summarize_command(
     from tagifai.config import validate
     from tagifai.search import OptimizeConfig
 
-    if not study_name.strip():
-        raise TagifaiError("--study: give the name of a study")
+    _check_name("--study", study_name)
     tracking.configure(read_only=True)
     config = validate(OptimizeConfig, {"study_name": study_name, "storage": storage}, "--study")
     url = study.storage_url(config)
@@ -502,13 +583,92 @@ def summarize_command(
     )
 
 
+@command("report")
+def report_command(
+    study_name: Annotated[str, typer.Option("--study", help="Study to report on.")],
+    output: Annotated[Path, typer.Option("--output", help="HTML file to write.")],
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage URL. [default: local sqlite]")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page about a study: data, best trial, trials, plots,
+    the trained model's per-class metrics, MLflow run ids."""
+    import optuna
+
+    from tagifai import report, study, tracking
+    from tagifai.config import validate
+    from tagifai.files import write_bytes_atomic
+    from tagifai.search import OptimizeConfig
+
+    _check_name("--study", study_name)
+    config = validate(OptimizeConfig, {"study_name": study_name, "storage": storage}, "--study")
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise TagifaiError(f"--output: {output} is not an .html file")
+    if output.is_dir():
+        raise TagifaiError(f"--output: {output} is a folder")
+    url = study.storage_url(config)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise TagifaiError(f"--storage: {url} does not exist (run tagifai optimize first)")
+    try:
+        loaded = optuna.load_study(study_name=study_name, storage=study.make_storage(url, config))
+    except KeyError:
+        raise TagifaiError(f"--study: no study {study_name!r} in {url}") from None
+    try:
+        uri: str | None = tracking.configure(read_only=True)
+        trained = report.find_trained(loaded)
+        link = report.run_links(uri or "")
+    except TagifaiError as exc:  # no tracking store: the study's own record still reports
+        console.print(f"note: {exc}; the report has no MLflow section", style="yellow")
+        uri, trained, link = None, None, None
+    page = report.render_report(loaded, uri, link, trained)
+    write_bytes_atomic(output, page.encode("utf-8"))
+    console.print(f"wrote {output} ({len(page) / 1e6:.1f} MB)")
+
+
+@command("check-model")
+def check_model_command(
+    model_uri: Annotated[str, typer.Argument(help="MLflow model URI (models:/, runs:/, ...).")],
+) -> None:
+    """Check that a URI names a tagifai model, reading only its MLmodel file (before serving).
+
+    A model tagifai did not write is refused before any of its code could run.
+    """
+    from tagifai import tracking
+    from tagifai.logged_models import inspect_model
+
+    tracking.configure(read_only=True)
+    metadata = inspect_model(model_uri)
+    console.print(f"{model_uri}: a tagifai {metadata.get('task', '')} model, ready to serve")
+
+
 @command("init-experiment")
 def init_experiment_command(name: Annotated[str, typer.Argument(help="Experiment name.")]) -> None:
     """Create an MLflow experiment with artifacts under experiments/ (used before `mlflow run`)."""
     from tagifai import tracking
 
+    _check_name("NAME", name)
     tracking.configure()
     console.print(tracking.ensure_experiment(name))
+
+
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    """An ``--output`` may not be a folder or one of the command's inputs (by any path,
+    links included): writing it would destroy what the command reads."""
+    if output.is_dir():
+        raise TagifaiError(f"--output: {output} is a folder")
+    for source in inputs:
+        if output.resolve() == source.resolve():
+            raise TagifaiError(f"--output: {output} is the --file input {source}: choose another")
+
+
+def _check_name(option: str, value: str) -> None:
+    """A study or experiment name (it becomes a folder) must follow the name rule."""
+    from tagifai.config import check_name
+
+    try:
+        check_name(value)
+    except ValueError as exc:
+        raise TagifaiError(f"{option}: {exc}") from None
 
 
 def _terminate(signum: int, frame: Any) -> None:

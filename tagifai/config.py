@@ -10,11 +10,12 @@ value. It imports neither optuna nor torch, and touches nothing when imported.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from tagifai.errors import TagifaiError
 
@@ -23,7 +24,10 @@ __all__ = [
     "DATA_CACHE_DIR",
     "EXPERIMENTS_DIR",
     "MAX_CONFIG_BYTES",
+    "NAME_RULE",
     "SAMPLE_DATA_DIR",
+    "Name",
+    "check_name",
     "describe_validation_error",
     "read_mapping",
     "validate",
@@ -38,6 +42,27 @@ DATA_CACHE_DIR = Path("data")
 MAX_CONFIG_BYTES = 1024 * 1024  # a params or study file is a few KB; refuse anything huge
 
 M = TypeVar("M", bound=BaseModel)
+
+# Study and experiment names become folder names (experiments/artifacts/<name>) and
+# MLflow search strings: one path component of safe characters, checked at the edge.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_RULE = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid study/experiment name.
+
+    Raises:
+        ValueError: Naming the rule (pydantic turns it into a field error).
+    """
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{name[:60]!r}{'...' if len(name) > 60 else ''} is not a name: {NAME_RULE}"
+        )
+    return name
+
+
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 def describe_validation_error(exc: ValidationError, source: str, data: Any = None) -> str:

@@ -8,9 +8,12 @@ path never mix their bytes.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,25 @@ from tagifai.faults import failpoint
 
 __all__ = ["write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic"]
 
+NEW_FILE_MODE = 0o666  # before the umask, as open() would make it
+# A temporary file older than this was left by a killed writer (a write takes seconds).
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files of ``path`` that a killed writer left behind."""
+    now = time.time()
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):  # another writer removed or renamed it
+            if now - leftover.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                leftover.unlink()
+
 
 def write_bytes_atomic(path: Path | str, content: bytes) -> None:
     """Write ``content`` to ``path`` through a temporary file and a rename.
@@ -28,13 +50,18 @@ def write_bytes_atomic(path: Path | str, content: bytes) -> None:
     sits between the complete temporary file and the rename.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()  # write through the link: the link stays, its target changes
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as f:
             f.write(content)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600; the result gets the mode any new file would.
+        os.chmod(tmp, NEW_FILE_MODE & ~_umask())
         failpoint(f"write:{path.parent.name}/{path.name}")
         os.replace(tmp, path)
     except BaseException:

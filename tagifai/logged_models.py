@@ -25,7 +25,7 @@ import tagifai
 from tagifai.errors import TagifaiError
 from tagifai.predict import MODEL_FORMAT, Predictor
 
-__all__ = ["PIP_REQUIREMENTS", "load_predictor", "log_predictor"]
+__all__ = ["PIP_REQUIREMENTS", "check_model", "inspect_model", "load_predictor", "log_predictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +138,30 @@ def load_predictor(model_uri: str) -> Predictor:
         TagifaiError: If the URI names no model, or a model that is not tagifai's.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                local = Path(
-                    mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-                )
-        except (MlflowException, OSError) as exc:
-            raise TagifaiError(f"model {model_uri}: {str(exc).splitlines()[0][:200]}") from None
+        local = _download(model_uri, Path(tmp))
         check_model(local, model_uri)
         return Predictor.load(local / "artifacts" / "predictor")
+
+
+def inspect_model(model_uri: str) -> dict[str, Any]:
+    """The metadata of a logged tagifai model, read without loading it (for ``make serve``).
+
+    Raises:
+        TagifaiError: If the URI names no model, or a model that is not tagifai's.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        return check_model(_download(model_uri, Path(tmp)), model_uri)
+
+
+def _download(model_uri: str, folder: Path) -> Path:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(folder))
+            )
+    except (MlflowException, OSError) as exc:
+        reason = str(exc).splitlines()[0][:200]
+        if model_uri.startswith("models:/") and "not found" in reason.lower():
+            reason += " (train and register one first: make train-best)"
+        raise TagifaiError(f"model {model_uri}: {reason}") from None

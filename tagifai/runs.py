@@ -255,14 +255,40 @@ TRIAL_STATUS = {
 }
 
 
+def _file_launcher_run(client: MlflowClient, launched: str, parent: str, study: str) -> None:
+    """File the run ``mlflow run`` made under the study's parent, and give the parent
+    its lineage (entry point, source, git commit) when it has none yet."""
+    try:
+        tags = client.get_run(launched).data.tags
+    except MlflowException:  # not in this store: nothing to file
+        logger.warning("MLFLOW_RUN_ID %s is not a run of this tracking store; ignored", launched)
+        return
+    if "mlflow.project.entryPoint" not in client.get_run(parent).data.tags:
+        for key, value in tags.items():
+            if key.startswith(("mlflow.source.", "mlflow.project.", "mlflow.user")):
+                client.set_tag(parent, key, value)
+    client.set_tag(launched, "mlflow.parentRunId", parent)
+    client.set_tag(launched, "mlflow.runName", f"mlflow-run-{time.strftime('%Y%m%d-%H%M%S')}")
+    client.set_tag(launched, "tagifai.study_parent_run_id", parent)
+    client.set_tag(
+        launched,
+        "mlflow.note.content",
+        f"One `mlflow run` of study {study}: its params are the entry point's -P values as "
+        f"given (0, -1 and empty mean 'the config's'); the study's trials and resolved "
+        f"settings are on the parent run {parent}.",
+    )
+
+
 class StudyTracker:
     """An Optuna study's MLflow side: one parent run, one nested child per trial.
 
-    The parent is, in order: the parent recorded in the study's user attributes
-    (a resumed or joined study); the run ``mlflow run`` passed in ``MLFLOW_RUN_ID``;
-    a new run in the experiment named after the study. The study records the
-    tracking store of its parent too: a recorded parent missing from the store in use
-    (another store, or a store that was reset) is an error, never a new parent.
+    The parent is the one recorded in the study's user attributes (a resumed or
+    joined study), else a new run in the experiment named after the study. The
+    study records the tracking store of its parent too: a recorded parent missing
+    from the store in use (another store, or a store that was reset) is an error,
+    never a new parent. A run ``mlflow run`` made for the invocation (``MLFLOW_RUN_ID``)
+    is filed under the parent as ``mlflow-run-<time>``: its params are the entry
+    point's raw ``-P`` values, the parent's are the study's resolved ones.
 
     Args:
         metric_name: Name of the objective value in the child runs.
@@ -307,29 +333,16 @@ class StudyTracker:
             and not claim(f"{study.study_name}.mlflow-parent")
         ):
             recorded = self._wait_for_parent(study, storage)
-        if launched and recorded and launched != recorded:
-            # `mlflow run` resuming or joining an existing study: trials go under the
-            # study's parent, and the launcher's run is filed under it too, so it is not
-            # an empty top-level run.
-            client.set_tag(launched, "tagifai.study_parent_run_id", recorded)
-            client.set_tag(launched, "mlflow.parentRunId", recorded)
-            launched_at = time.strftime("%Y%m%d-%H%M%S")
-            client.set_tag(launched, "mlflow.runName", f"mlflow-run-{launched_at}")
-            client.set_tag(
-                launched,
-                "mlflow.note.content",
-                f"This `mlflow run` resumed study {study.study_name}; its trials are the "
-                f"trial-<n> runs under run {recorded}.",
-            )
-        parent_id = recorded or launched
-        if parent_id is not None:
-            self.experiment_id = client.get_run(parent_id).info.experiment_id
+        if recorded is not None:
+            self.experiment_id = client.get_run(recorded).info.experiment_id
             mlflow.set_experiment(experiment_id=self.experiment_id)
-            run = mlflow.start_run(run_id=parent_id)
+            run = mlflow.start_run(run_id=recorded)
         else:
             self.experiment_id = ensure_experiment(experiment_name)
             mlflow.set_experiment(experiment_id=self.experiment_id)
             run = mlflow.start_run(run_name=study.study_name)
+        if launched:
+            _file_launcher_run(client, launched, run.info.run_id, study.study_name)
         self.parent_run_id = run.info.run_id
         if recorded is None:
             study.set_user_attr(STORE_ATTR, store_uri())
@@ -510,7 +523,7 @@ class StudyTracker:
         self,
         study: optuna.Study,
         best_params: dict[str, Any],
-        make_figures: Callable[[], dict[str, Any]],
+        write_plots: Callable[[Path], list[str]],
         make_trials: Callable[[], pd.DataFrame],
     ) -> None:
         """Log the study's result on the parent run.
@@ -518,7 +531,7 @@ class StudyTracker:
         Args:
             study: The study (its best trial is summarised).
             best_params: The content of ``best_params.json``.
-            make_figures: Makes the plots: name -> plotly figure.
+            write_plots: Writes the plots into a folder (PNGs and one offline page).
             make_trials: Makes the trials table (``study.trials_dataframe()``).
         """
         best = study.best_trial
@@ -545,23 +558,7 @@ class StudyTracker:
             folder = Path(tmp)
             write_json_atomic(folder / "best_params.json", best_params)
             make_trials().to_csv(folder / "trials.csv", index=False)
-            figures = make_figures()
-            plots = folder / "plots"
-            plots.mkdir()
-            # One small page per plot (plotly.js from its CDN), and every plot in one
-            # page with plotly.js inside, for browsing without internet access.
-            for name, figure in figures.items():
-                figure.write_html(plots / f"{name}.html", include_plotlyjs="cdn")
-            if figures:
-                pages = [
-                    figure.to_html(full_html=False, include_plotlyjs=i == 0)
-                    for i, figure in enumerate(figures.values())
-                ]
-                body = "".join(pages)
-                (plots / "all_offline.html").write_text(
-                    f"<html><head><meta charset='utf-8'></head><body>{body}</body></html>",
-                    encoding="utf-8",
-                )
+            write_plots(folder / "plots")
             mlflow.log_artifacts(str(folder))
 
 

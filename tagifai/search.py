@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from tagifai.config import describe_validation_error, read_mapping, validate
+from tagifai.config import Name, describe_validation_error, read_mapping, validate
 from tagifai.errors import TagifaiError
 from tagifai.workloads import get_workload
 from tagifai.workloads.base import RunParams, Workload
@@ -186,7 +186,7 @@ class OptimizeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     task: str = "text"  # the workload (tagifai.workloads)
-    study_name: str = Field("tagifai", min_length=1, max_length=200)  # also the experiment
+    study_name: Name = "tagifai"  # also the experiment (a folder name under experiments/)
     metric: str = "val_f1"  # a validation metric of the workload; not given: its first
     direction: Literal["maximize", "minimize"] = "maximize"  # not given: the metric's
     n_trials: int = Field(20, ge=1, le=100_000)  # total for the study, resumed runs included

@@ -23,7 +23,7 @@ import pandas as pd
 import sqlalchemy.exc
 from pydantic import ValidationError
 
-from tagifai import coordination
+from tagifai import coordination, plots
 from tagifai.best_params import BestParams, write_best_params
 from tagifai.config import EXPERIMENTS_DIR
 from tagifai.errors import TagifaiError
@@ -44,8 +44,8 @@ from tagifai.workloads.base import DataSet, DecisionRule, RunParams, Splits, Wor
 __all__ = [
     "DEFAULT_STORAGE",
     "OptimizeResult",
+    "TrialProgress",
     "best_params_of",
-    "make_figures",
     "make_storage",
     "open_study",
     "run_study",
@@ -59,6 +59,35 @@ logger = logging.getLogger(__name__)
 DEFAULT_STORAGE = f"sqlite:///{EXPERIMENTS_DIR}/optuna.db"  # separate from MLflow's database
 SUMMARY_ATTR = "summary_trials"  # done trials the last written summary covered
 Tracker = StudyTracker | NullTracker
+
+
+@dataclass(frozen=True)
+class TrialProgress:
+    """Where a study stands after one of its trials finished.
+
+    Attributes:
+        done: Completed and pruned trials of the study (all workers).
+        total: The study's ``n_trials``.
+        trial: The trial that just finished.
+        best_value: The best objective value so far (``None``: none completed).
+        best_number: The trial that holds it.
+    """
+
+    done: int
+    total: int
+    trial: optuna.trial.FrozenTrial
+    best_value: float | None
+    best_number: int | None
+
+    @classmethod
+    def of(cls, study: optuna.Study, trial: optuna.trial.FrozenTrial, total: int) -> TrialProgress:
+        """The progress of ``study`` as ``trial`` ends."""
+        done = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
+        try:
+            best = study.best_trial
+        except ValueError:  # no completed trial yet
+            return cls(done, total, trial, None, None)
+        return cls(done, total, trial, best.value, best.number)
 
 
 @dataclass
@@ -281,59 +310,6 @@ def best_params_of(study: optuna.Study) -> BestParams:
     )
 
 
-def make_figures(study: optuna.Study, max_contour_params: int = 4) -> dict[str, Any]:
-    """Optuna's interactive (plotly) plots; plots that need more trials are skipped.
-
-    Args:
-        study: A study with at least one completed trial.
-        max_contour_params: Contour plots grow quadratically: limit them to the
-            most important params.
-
-    Returns:
-        Name -> plotly figure.
-    """
-    import optuna.visualization as vis
-
-    # Few trials make Optuna warn about every param it cannot plot or rank well: the
-    # plots are still right for what there is, so the console stays quiet.
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _figures(study, max_contour_params, vis)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-
-
-def _figures(study: optuna.Study, max_contour_params: int, vis: Any) -> dict[str, Any]:
-    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    important: list[str] | None = None
-    figures: dict[str, Any] = {}
-    if len(completed) >= 2 and len(study.best_trial.params) >= 2:
-        try:
-            importances = optuna.importance.get_param_importances(study)
-            important = list(importances)[:max_contour_params]
-        except (RuntimeError, ValueError) as exc:
-            logger.info("no param importances: %s", exc)
-    plots: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
-        "optimization_history": (vis.plot_optimization_history, {}),
-        "param_importances": (vis.plot_param_importances, {}),
-        "parallel_coordinate": (vis.plot_parallel_coordinate, {}),
-        "contour": (vis.plot_contour, {"params": important}),
-        "slice": (vis.plot_slice, {}),
-        "intermediate_values": (vis.plot_intermediate_values, {}),
-    }
-    for name, (plot, kwargs) in plots.items():
-        if name in ("param_importances", "contour") and important is None:
-            continue
-        try:
-            figures[name] = plot(study, **kwargs)
-        except (ValueError, RuntimeError, IndexError) as exc:
-            logger.info("skipped plot %s: %s", name, exc)
-    return figures
-
-
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """The study's trials, one row each (number, state, value, params)."""
     return study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
@@ -357,7 +333,7 @@ def summarize(
     tracker.log_summary(
         study,
         best.model_dump(mode="json"),
-        lambda: make_figures(study),
+        lambda folder: plots.write_plots(study, folder),
         lambda: trials_table(study),
     )
     if best_params_file is not None:
@@ -408,7 +384,7 @@ def run_study(
     storage: str | None = None,
     best_params_file: Path | None = None,
     track: bool = True,
-    on_trial: Callable[[int, int], None] | None = None,
+    on_trial: Callable[[TrialProgress], None] | None = None,
 ) -> OptimizeResult:
     """Run (or resume, or join) a study until it holds ``config.n_trials`` done trials.
 
@@ -424,7 +400,7 @@ def run_study(
         storage: Optuna storage URL (overrides ``config.storage``).
         best_params_file: Where to write the best params (``None``: don't).
         track: Log to MLflow (nothing is logged otherwise, for benchmarks).
-        on_trial: Called after each trial with (done trials, ``n_trials``).
+        on_trial: Called after each trial this process ran, with the study's progress.
 
     Returns:
         What this invocation did.
@@ -450,10 +426,7 @@ def run_study(
     callbacks: list[coordination.Callback] = [tracker.callback]
     if on_trial is not None:
         callbacks.append(
-            lambda study, _: on_trial(
-                len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES)),
-                config.n_trials,
-            )
+            lambda study, trial: on_trial(TrialProgress.of(study, trial, config.n_trials))
         )
     best = None
     complete = False

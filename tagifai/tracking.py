@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import tagifai
-from tagifai.config import EXPERIMENTS_DIR
+from tagifai.config import EXPERIMENTS_DIR, check_name
 from tagifai.errors import TagifaiError
 
 __all__ = [
@@ -62,7 +62,9 @@ def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
         The URI in use.
 
     Raises:
-        TagifaiError: If ``read_only`` and the sqlite store does not exist.
+        TagifaiError: If ``read_only`` and the sqlite store does not exist, or if a
+            tracking server does not answer (in seconds, instead of MLflow's minutes
+            of retries): every command that needs the store asks here first.
     """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri == DEFAULT_TRACKING_URI:
@@ -85,6 +87,8 @@ def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
         "mlflow.tracking._tracking_service.client",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if uri.startswith(("http://", "https://")):
+        check_reachable()
     return uri
 
 
@@ -104,6 +108,10 @@ def ensure_experiment(name: str) -> str:
     Returns:
         The experiment id.
     """
+    try:
+        check_name(name)  # it becomes a folder under experiments/artifacts/
+    except ValueError as exc:
+        raise TagifaiError(f"experiment name: {exc}") from None
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:

@@ -75,42 +75,52 @@ def free_port() -> int:
 
 
 @contextmanager
-def model_server(model_uri: str, folder: Path) -> Iterator[str]:
-    """``mlflow models serve`` for ``model_uri`` on 127.0.0.1; yields its /invocations URL.
+def http_server(command: list[str], folder: Path, ready_url: str, name: str) -> Iterator[None]:
+    """Run ``command`` (a server on 127.0.0.1) until the block ends.
 
-    Waits on the server's /ping (the deadline is a safety net for a busy machine) and
-    stops it on leaving; its log is ``folder/serve.log``.
+    Waits until ``ready_url`` answers 200 (the deadline is a safety net for a busy
+    machine) and stops the server on leaving; its log is ``folder/<name>.log``.
     """
-    port = free_port()
-    command = [
-        str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve", "-m", model_uri,
-        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    log_path = folder / "serve.log"
+    log_path = folder / f"{name}.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(
             command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT, cwd=folder
         )
-        base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 180
             while True:
                 try:
-                    with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    with urllib.request.urlopen(ready_url, timeout=2) as response:
                         if response.status == 200:
                             break
                 except (urllib.error.URLError, ConnectionError):
                     pass
                 assert server.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, "server did not come up in 180 s"
+                assert time.monotonic() < deadline, f"{name} did not come up in 180 s"
                 time.sleep(0.5)
-            yield f"{base}/invocations"
+            yield
         finally:
             server.terminate()
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+@contextmanager
+def model_server(model_uri: str, folder: Path) -> Iterator[str]:
+    """``mlflow models serve`` for ``model_uri`` on 127.0.0.1; yields its /invocations URL.
+
+    Its log is ``folder/serve.log``.
+    """
+    port = free_port()
+    command = [
+        str(REPO / ".venv" / "bin" / "mlflow"), "models", "serve", "-m", model_uri,
+        "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with http_server(command, folder, f"{base}/ping", "serve"):
+        yield f"{base}/invocations"
 
 
 def post_json(url: str, payload: object) -> tuple[int, dict]:

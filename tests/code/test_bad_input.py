@@ -684,6 +684,70 @@ CASES = [
         expected=("expected a 'text' column or 'title'/'description'", "['name', 'body']"),
         model=True,
     ),
+    # --- names that would become paths (study and experiment names are folders) --------
+    *(
+        case(
+            f"study-name-{label}",
+            "optimize",
+            "--study-name",
+            name,
+            "--config",
+            "s.yaml",
+            files={"s.yaml": study()},
+            expected=("--study-name: ", shown, "is not a name"),
+        )
+        for label, name, shown in [
+            ("slash", "a/b", "'a/b'"),
+            ("dotdot", "../up", "'../up'"),
+            ("absolute", "/tmp/x", "'/tmp/x'"),
+            ("hidden", ".hidden", "'.hidden'"),
+            ("space", "two words", "'two words'"),
+            ("huge", "x" * 10_000, "'" + "x" * 60 + "'..."),
+            ("non-ascii", "étude", "'étude'"),
+        ]
+    ),
+    case(
+        "study-name-in-config",
+        "optimize",
+        "--config",
+        "s.yaml",
+        files={"s.yaml": study(study_name="../../etc")},
+        expected=("s.yaml", "study_name", "'../../etc' is not a name"),
+    ),
+    case(
+        "experiment-name-slash",
+        *train("--experiment-name", "../outside"),
+        expected=("--experiment-name: '../outside' is not a name",),
+    ),
+    case("init-experiment-slash", "init-experiment", "a/b", expected=("NAME: 'a/b' is not",)),
+    case("summarize-study-slash", "summarize", "--study", "a/../b", expected=("--study: ",)),
+    case(
+        "report-study-slash",
+        *("report", "--study", "/etc/passwd", "--output", "r.html"),
+        expected=("--study: '/etc/passwd' is not a name",),
+    ),
+    # --- outputs that would destroy inputs ----------------------------------------------
+    case(
+        "predict-output-is-the-input",
+        *("predict", "--run-id", "{run_id}", "--file", "in.jsonl", "--output", "in.jsonl"),
+        files={"in.jsonl": '{"text": "a model"}\n'},
+        expected=("--output: in.jsonl is the --file input",),
+        model=True,
+    ),
+    case(
+        "predict-output-is-the-input-by-another-path",
+        *("predict", "--run-id", "{run_id}", "--file", "in.jsonl", "--output", "./sub/../in.jsonl"),
+        files={"in.jsonl": '{"text": "a model"}\n', "sub/keep": ""},
+        expected=("is the --file input",),
+        model=True,
+    ),
+    case(
+        "predict-output-is-a-folder",
+        *("predict", "--run-id", "{run_id}", "--file", "in.jsonl", "--output", "sub"),
+        files={"in.jsonl": '{"text": "a model"}\n', "sub/keep": ""},
+        expected=("--output: sub is a folder",),
+        model=True,
+    ),
 ]
 
 
@@ -744,6 +808,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(
     tiny = tiny_params.model_dump(mode="json")
     for name, content in bad.files.items():
         content = content(tiny) if callable(content) else content
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             (workdir / name).write_bytes(content)
         else:
@@ -890,3 +955,33 @@ def test_predict_refuses_a_model_tagifai_did_not_write(
     # The marker does tell: MLflow's own loader runs the model's code.
     mlflow.pyfunc.load_model(uri)
     assert marker.exists()
+
+
+# Every command that needs the tracking store, against a server that is not there.
+GONE_SERVER_COMMANDS = [
+    pytest.param(("train", "--params", "{tiny}"), id="train"),
+    pytest.param(("optimize", "--config", "s.yaml"), id="optimize"),
+    pytest.param(("predict", "some text"), id="predict"),
+    pytest.param(("evaluate", "--run-id", UNKNOWN_RUN), id="evaluate"),
+    pytest.param(("summarize", "--study", "bad-input"), id="summarize"),
+    pytest.param(("check-model", "models:/tagifai@champion"), id="check-model"),
+    pytest.param(("init-experiment", "somewhere"), id="init-experiment"),
+]
+
+
+@pytest.mark.parametrize("args", GONE_SERVER_COMMANDS)
+def test_a_tracking_server_that_is_gone_is_one_line(
+    args: tuple[str, ...], workdir: Path, tiny_params_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No retries for minutes: one line naming the server, exit 2, nothing written."""
+    from helpers import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (workdir / "s.yaml").write_text(study().replace("{tiny}", str(tiny_params_file)))
+    before = _tree(workdir)
+    result = CliRunner().invoke(app, [_fill(a, {"tiny": str(tiny_params_file)}) for a in args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and f"MLflow tracking store {uri} is unreachable" in lines[0], lines
+    assert _tree(workdir) == before

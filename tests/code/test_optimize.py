@@ -14,11 +14,13 @@ import optuna
 import pytest
 from helpers import REPO, TINY, copy_project, subprocess_env
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from typer.testing import CliRunner
 
 from tagifai import jobs, study, tracking
 from tagifai.best_params import read_best_params
 from tagifai.cli import app
+from tagifai.plots import PLOTS
 from tagifai.search import load_optimize_config, suggest_params
 from tagifai.workloads.text import WORKLOAD as TEXT
 
@@ -157,13 +159,15 @@ def test_study_is_one_parent_with_truthful_children(
     names = {item.path for item in client.list_artifacts(result.parent_run_id)}
     assert {"best_params.json", "trials.csv", "plots", "optimize_config.json"} <= names
     plots = {item.path for item in client.list_artifacts(result.parent_run_id, "plots")}
-    for plot in ("optimization_history", "param_importances", "parallel_coordinate", "contour"):
-        assert f"plots/{plot}.html" in plots
+    assert plots == {f"plots/{name}.png" for name in PLOTS} | {"plots/plots.html"}
     local = Path(mlflow.artifacts.download_artifacts(run_id=result.parent_run_id))
-    # The offline page carries plotly.js once and every plot.
-    offline = (local / "plots" / "all_offline.html").read_text(encoding="utf-8")
-    assert offline.count("Plotly.newPlot") == len(plots) - 1
-    assert 'src="https://cdn.plot.ly' not in offline and len(offline) > 1_000_000
+    for name in PLOTS:  # images the artifact viewer shows with no network
+        with Image.open(local / "plots" / f"{name}.png") as image:
+            assert image.format == "PNG" and min(image.size) >= 200
+    # The interactive page carries plotly.js once (no CDN) and every plot.
+    page = (local / "plots" / "plots.html").read_text(encoding="utf-8")
+    assert page.count("Plotly.newPlot") == len(PLOTS)
+    assert "cdn.plot.ly" not in page and len(page) > 1_000_000
     assert json.loads((local / "best_params.json").read_text()) == written
 
 
@@ -317,7 +321,7 @@ def test_config_error_exits_2_and_logs_nothing(workdir, tiny_params_file):
 
 @pytest.mark.slow
 @pytest.mark.training
-def test_mlflow_run_entry_point_adopts_its_run_as_parent(tmp_path, tiny_params_file):
+def test_mlflow_run_entry_point_files_its_run_under_the_study_parent(tmp_path, tiny_params_file):
     project = copy_project(tmp_path / "project")
     config_file = _study_config(tmp_path / "study.yaml", tiny_params_file, "viaproject", 2)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -333,10 +337,17 @@ def test_mlflow_run_entry_point_adopts_its_run_as_parent(tmp_path, tiny_params_f
     assert done.returncode == 0, done.stderr[-3000:]
     mlflow.set_tracking_uri(uri)
     parents, children = _split(_runs("viaproject"))
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
+    assert parent.info.run_name == "viaproject" and parent.info.status == "FINISHED"
+    # The parent has the project's lineage, and no raw -P placeholders among its params.
     assert parent.data.tags.get("mlflow.project.entryPoint") == "optimize"
-    assert parent.info.status == "FINISHED"
+    assert not {"n_trials", "seed", "timeout"} & set(parent.data.params)
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parent.info.run_id}
+    launcher = [run for run in children if run.info.run_name.startswith("mlflow-run-")]
+    assert len(launcher) == 1 and launcher[0].data.params["n_trials"] in ("0", "0.0")
+    assert "resolved" in launcher[0].data.tags["mlflow.note.content"]
+    trials = sorted(run.info.run_name for run in children if run.info.run_name.startswith("trial"))
+    assert trials == ["trial-0", "trial-1"]
     assert (project / "config" / "best_params.json").is_file()
     read_best_params(project / "config" / "best_params.json")  # a valid record

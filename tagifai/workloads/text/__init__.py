@@ -112,11 +112,11 @@ class TextWorkload:
         return results
 
     def format_results(self, results: list[dict[str, Any]]) -> pd.DataFrame:
-        """``tags`` lists and ``probabilities`` as JSON object strings."""
+        """``tags`` lists and ``probabilities`` as objects of tag -> probability."""
         return pd.DataFrame(
             {
                 "tags": [result["tags"] for result in results],
-                "probabilities": [json.dumps(result["probabilities"]) for result in results],
+                "probabilities": [result["probabilities"] for result in results],
             }
         )
 
@@ -143,7 +143,15 @@ class TextWorkload:
     def signature(self, default_threshold: float) -> tuple[Any, Any]:
         """Text columns in; tags and a JSON object of probabilities out; a threshold param."""
         from mlflow.models import ModelSignature
-        from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
+        from mlflow.types.schema import (
+            Array,
+            ColSpec,
+            DataType,
+            Map,
+            ParamSchema,
+            ParamSpec,
+            Schema,
+        )
 
         signature = ModelSignature(
             # Either a text column, or title and/or description columns.
@@ -153,7 +161,7 @@ class TextWorkload:
             outputs=Schema(
                 [
                     ColSpec(Array(DataType.string), "tags"),
-                    ColSpec(DataType.string, "probabilities"),  # JSON object: tag -> probability
+                    ColSpec(Map(DataType.double), "probabilities"),  # tag -> probability
                 ]
             ),
             # No default: an absent threshold means the tuned cut-off(s).

@@ -1,0 +1,263 @@
+"""What a user sees: one tracking store per study, queued first trials, the study report."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from helpers import REPO, copy_project, subprocess_env
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from tagifai import study
+from tagifai.cli import app
+from tagifai.errors import TagifaiError
+from tagifai.plots import PLOTS
+from tagifai.search import initial_trials, load_optimize_config
+
+STUDY = """
+task: text
+study_name: {name}
+n_trials: {n_trials}
+seed: 3
+params: {params}
+sampler: {{name: Random}}
+pruner: {{name: Nop}}
+search_space:
+  architecture:
+    ngram:
+      lr: {{type: float, low: 0.01, high: 0.05, log: true}}
+      dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
+{extra}"""
+
+
+def _config(path: Path, params: Path, name: str, n_trials: int = 2, extra: str = "") -> Path:
+    path.write_text(STUDY.format(name=name, n_trials=n_trials, params=params, extra=extra))
+    return path
+
+
+def _top_level_runs(uri: str) -> list[mlflow.entities.Run]:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids) if ids else []
+    return [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+
+
+# -- one store per study -------------------------------------------------------------
+
+
+@pytest.mark.training
+def test_a_study_refuses_a_store_without_its_parent(
+    workdir, tiny_params_file, experiment_name, monkeypatch
+):
+    config = _config(workdir / "study.yaml", tiny_params_file, experiment_name)
+    first = CliRunner().invoke(app, ["optimize", "--config", str(config)])
+    assert first.exit_code == 0, first.output
+    home = f"sqlite:///{workdir / 'mlflow.db'}"
+    parent = _top_level_runs(home)[0].info.run_id
+
+    other = f"sqlite:///{workdir / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    again = CliRunner().invoke(app, ["optimize", "--config", str(config), "--n-trials", "3"])
+    assert again.exit_code == 2
+    line = again.stderr.strip()
+    assert "\n" not in line
+    assert parent in line and str(workdir / "mlflow.db") in line and "MLFLOW_TRACKING_URI" in line
+    assert _top_level_runs(other) == []  # nothing was re-linked or made there
+    loaded = optuna.load_study(study_name=experiment_name, storage=study.DEFAULT_STORAGE)
+    assert len(loaded.trials) == 2  # and no trial ran
+    assert loaded.user_attrs["mlflow_parent_run_id"] == parent
+
+    # Back on its own store, the study goes on under the same parent.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", home)
+    resumed = CliRunner().invoke(app, ["optimize", "--config", str(config), "--n-trials", "3"])
+    assert resumed.exit_code == 0, resumed.output
+    assert [run.info.run_id for run in _top_level_runs(home)] == [parent]
+
+
+@pytest.mark.slow
+@pytest.mark.training
+def test_mlflow_run_without_a_tracking_uri_keeps_the_study_in_one_store(tmp_path, tiny_params_file):
+    """`mlflow run` with no MLFLOW_TRACKING_URI logs to MLflow's own ./mlflow.db: the study
+    records that store, a resume through `mlflow run` files its launcher run under the
+    parent, and the project's store is refused for this study with one line."""
+    project = copy_project(tmp_path / "project")
+    config = _config(tmp_path / "study.yaml", tiny_params_file, "nouri", n_trials=1)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    env = subprocess_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+
+    def mlflow_run(n_trials: int) -> None:
+        command = [
+            str(REPO / ".venv" / "bin" / "mlflow"), "run", str(project), "-e", "optimize",
+            "--env-manager", "local", "--experiment-name", "nouri",
+            "-P", f"config={config}", "-P", f"storage={storage}", "-P", f"n_trials={n_trials}",
+        ]  # fmt: skip
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    mlflow_run(1)
+    mlflow_run(2)
+    default_store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    loaded = optuna.load_study(study_name="nouri", storage=storage)
+    assert loaded.user_attrs["mlflow_tracking_uri"] == default_store
+    parents = _top_level_runs(default_store)
+    assert [run.info.run_id for run in parents] == [loaded.user_attrs["mlflow_parent_run_id"]]
+    client = MlflowClient(default_store)
+    children = client.search_runs(
+        [parents[0].info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'",
+    )
+    names = sorted(run.info.run_name for run in children)
+    # Both invocations' own runs are filed under the parent, with the trials.
+    assert names[2:] == ["trial-0", "trial-1"]
+    assert all(name.startswith("mlflow-run-") for name in names[:2])
+
+    project_store = f"sqlite:///{tmp_path / 'experiments' / 'mlflow.db'}"
+    refused = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "tagifai"), "optimize", "--config", str(config),
+         "--storage", storage, "--n-trials", "3"],
+        env={**env, "MLFLOW_TRACKING_URI": project_store},
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and default_store in refused.stderr
+
+
+# -- initial trials ------------------------------------------------------------------
+
+
+def test_initial_trials_take_the_architecture_defaults(workdir, tiny_params_file):
+    extra = "initial_trials:\n  - {architecture: ngram, lr: 0.02}\n  - {architecture: ngram}\n"
+    config, base, _ = load_optimize_config(
+        _config(workdir / "s.yaml", tiny_params_file, "init", extra=extra)
+    )
+    # The second names no knob: lr and dropout_p are the base params' (tiny ngram's).
+    assert initial_trials(config, base) == [
+        {"architecture": "ngram", "lr": 0.02, "dropout_p": 0.0},
+        {"architecture": "ngram", "lr": 0.05, "dropout_p": 0.0},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("trial", "message"),
+    [
+        ("{architecture: cnn}", "initial_trials[0].architecture: 'cnn' is not in the search space"),
+        ("{lr: 0.02}", "initial_trials[0].architecture: None is not in the search space"),
+        ("{architecture: ngram, hidden_dim: 8}", "initial_trials[0].hidden_dim: not a searched"),
+        ("{architecture: ngram, lr: 0.5}", "initial_trials[0].lr: 0.5 is outside its search"),
+        ("{architecture: ngram, dropout_p: 0.25}", "initial_trials[0].dropout_p: 0.25 is outside"),
+        ("{architecture: ngram, lr: '0.02'}", "initial_trials[0].lr: '0.02' is outside"),
+    ],
+)
+def test_bad_initial_trials_are_refused_at_load(workdir, tiny_params_file, trial, message):
+    path = _config(
+        workdir / "s.yaml", tiny_params_file, "bad", extra=f"initial_trials:\n  - {trial}\n"
+    )
+    with pytest.raises(TagifaiError) as caught:
+        load_optimize_config(path)
+    assert str(caught.value).startswith(f"{path}: {message}"), caught.value
+    assert not (workdir / "experiments").exists()
+
+
+def test_a_default_outside_the_range_is_named(workdir, tiny_params_file):
+    # The tiny ngram's lr (0.05) is outside a range of [0.001, 0.01]: the trial must say it.
+    path = workdir / "s.yaml"
+    path.write_text(
+        STUDY.format(name="d", n_trials=1, params=tiny_params_file, extra="").replace(
+            "low: 0.01, high: 0.05", "low: 0.001, high: 0.01"
+        )
+        + "initial_trials:\n  - {architecture: ngram}\n"
+    )
+    with pytest.raises(TagifaiError, match=r"lr: 0.05 \(the ngram default\) is outside"):
+        load_optimize_config(path)
+
+
+@pytest.mark.training
+def test_initial_trials_run_first_once_per_study(workdir, tiny_params_file, experiment_name):
+    extra = "initial_trials:\n  - {architecture: ngram, lr: 0.02, dropout_p: 0.1}\n"
+    config = _config(workdir / "s.yaml", tiny_params_file, experiment_name, 2, extra)
+    assert CliRunner().invoke(app, ["optimize", "--config", str(config)]).exit_code == 0
+    more = CliRunner().invoke(app, ["optimize", "--config", str(config), "--n-trials", "3"])
+    assert more.exit_code == 0, more.output
+    trials = optuna.load_study(study_name=experiment_name, storage=study.DEFAULT_STORAGE).trials
+    assert trials[0].params == {"architecture": "ngram", "lr": 0.02, "dropout_p": 0.1}
+    assert [t.params for t in trials].count(trials[0].params) == 1  # not queued again
+
+
+# -- the study report ----------------------------------------------------------------
+
+
+@pytest.mark.training
+def test_report_is_one_self_contained_page(workdir, tiny_params_file, experiment_name):
+    runner = CliRunner()
+    config = _config(workdir / "study.yaml", tiny_params_file, experiment_name, n_trials=3)
+    assert runner.invoke(app, ["optimize", "--config", str(config)]).exit_code == 0
+    trained = runner.invoke(app, ["train-best"])
+    assert trained.exit_code == 0, trained.output
+    output = workdir / "out" / "study.html"
+    result = runner.invoke(app, ["report", "--study", experiment_name, "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    page = output.read_text(encoding="utf-8")
+
+    loaded = optuna.load_study(study_name=experiment_name, storage=study.DEFAULT_STORAGE)
+    attrs = loaded.user_attrs
+    assert attrs["data_digest"] in page and experiment_name in page
+    best = loaded.best_trial
+    assert f"<th>trial</th><td>{best.number}</td>" in page
+    for name, value in best.params.items():
+        assert re.search(rf"<th>{name}</th><td>{re.escape(str(value))}</td>", page)
+    for trial in loaded.trials:  # one row per trial, with its MLflow run
+        assert trial.system_attrs["mlflow_run_id"] in page
+    assert attrs["mlflow_parent_run_id"] in page
+    # Every plot is a PNG inside the page; nothing is fetched from elsewhere.
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == len(PLOTS)
+    for data in images:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            assert image.format == "PNG"
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
+    # The train-best model: its run, test metrics and per-class table.
+    run = MlflowClient().search_runs(
+        [e.experiment_id for e in MlflowClient().search_experiments()],
+        filter_string="tags.mlflow.runName = 'train-best-" + experiment_name + "'",
+    )[0]
+    assert run.info.run_id in page
+    assert f"{run.data.metrics['test_f1']:.4f}" in page
+    performance = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="performance.json"
+            )
+        ).read_text()
+    )
+    assert "Per class (test)" in page
+    for name in performance["class"]:
+        assert f"<th>{name}</th>" in page
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--study", "nope", "--output", "r.html"], "--study: no study 'nope'"),
+        (["--study", "nope", "--output", "r.txt"], "--output: r.txt is not an .html file"),
+        (["--study", "nope", "--output", "."], "is not an .html file"),
+        (["--study", "a/../b", "--output", "r.html"], "--study"),
+    ],
+)
+def test_report_bad_arguments_get_one_line(workdir, args, message):
+    optuna.create_study(study_name="other", storage=study.DEFAULT_STORAGE)
+    result = CliRunner().invoke(app, ["report", *args])
+    assert result.exit_code == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (workdir / "r.html").exists()
