@@ -31,6 +31,8 @@ PG_PORT ?= 5433
 MLFLOW_PORT ?= 5002
 export PG_PORT MLFLOW_PORT
 PG_URL := postgresql://postgres@127.0.0.1:$(PG_PORT)/optuna
+# PostgreSQL's generated password, read by clients from this owner-only file (scripts/servers.sh).
+export PGPASSFILE ?= $(CURDIR)/.servers/pgpass
 WORKERS ?= 2
 
 .PHONY: help install system-deps test test-fast lint format train optimize optimize-parallel train-best predict ui dashboard report serve bench bench-smoke clean servers-start servers-stop
@@ -94,8 +96,8 @@ optimize-parallel: servers-start ## WORKERS (2) workers on one study, PostgreSQL
 		tagifai optimize --task $(TASK) --storage $(PG_URL) --study-name $(STUDY)-parallel \
 		--workers $(WORKERS)
 
-train-best: install ## Train, log and register the study's best model (TASK=images: tagifai-images)
-	tagifai train-best --task $(TASK)
+train-best: install ## Train, log and register STUDY's best model (TASK=images: tagifai-images)
+	tagifai train-best --task $(TASK) --study $(STUDY)
 
 predict: install ## Predict with the champion: make predict TEXT="..." (or TASK=images IMAGE=x.png)
 	@input="$(if $(filter images,$(TASK)),$(IMAGE),$(TEXT))"; \

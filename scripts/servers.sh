@@ -4,6 +4,10 @@
 #   mlflow-start / mlflow-stop  an MLflow tracking server backed by that cluster
 # State lives in $TAGIFAI_SERVERS_DIR (default .servers/); ports from PG_PORT / MLFLOW_PORT.
 # Prints the URL a started server answers on.
+#
+# PostgreSQL asks for a password (scram-sha-256), generated on first start and kept in
+# $ROOT/pgpass, readable by its owner only; clients find it through PGPASSFILE (the Makefile
+# and the tests export it), so the password is never on a command line or in a URL.
 set -euo pipefail
 
 ROOT=${TAGIFAI_SERVERS_DIR:-$PWD/.servers}
@@ -12,6 +16,7 @@ MLFLOW_PORT=${MLFLOW_PORT:-5002}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 MLFLOW=${MLFLOW:-mlflow}
 PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT"
+export PGPASSFILE="$ROOT/pgpass"
 
 die() { echo "servers.sh: $*" >&2; exit 1; }
 
@@ -26,18 +31,29 @@ pg_start() {
   chmod 755 "$ROOT"
   [ "$(id -u)" = 0 ] && chown postgres: "$ROOT/pg"
   if [ ! -f "$ROOT/pg/PG_VERSION" ]; then
-    as_pg "$PG_BIN/initdb" -D "$ROOT/pg" -U postgres --auth=trust -E UTF8 >"$ROOT/initdb.log"
+    secret=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+    (umask 077; echo "127.0.0.1:*:*:postgres:$secret" >"$ROOT/pgpass")
+    # initdb reads the password from a file only the postgres user can read, removed after.
+    (umask 077; echo "$secret" >"$ROOT/pg-pwfile")
+    [ "$(id -u)" = 0 ] && chown postgres: "$ROOT/pg-pwfile"
+    as_pg "$PG_BIN/initdb" -D "$ROOT/pg" -U postgres --auth=scram-sha-256 \
+      --pwfile="$ROOT/pg-pwfile" -E UTF8 >"$ROOT/initdb.log"
+    rm -f "$ROOT/pg-pwfile"
   fi
   if ! as_pg "$PG_BIN/pg_ctl" -D "$ROOT/pg" status >/dev/null 2>&1; then
     as_pg "$PG_BIN/pg_ctl" -D "$ROOT/pg" -w -t 60 -l "$ROOT/pg/server.log" \
       -o "-p $PG_PORT -k $ROOT/pg -c listen_addresses=127.0.0.1" start >/dev/null
   fi
+  # The postgres user cannot read the owner's pgpass: its tools get the password this way.
+  PGPASSWORD=$(cut -d: -f5 "$ROOT/pgpass" 2>/dev/null || true)
+  export PGPASSWORD
   for db in optuna mlflow; do
     if ! as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc \
         "select 1 from pg_database where datname = '$db'" | grep -q 1; then
       as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$db"
     fi
   done
+  unset PGPASSWORD
   echo "$PG_URL/optuna"
 }
 
@@ -52,6 +68,10 @@ mlflow_start() {
     echo "http://127.0.0.1:$MLFLOW_PORT"; return 0
   fi
   # No job-runner side processes: tagifai needs only tracking and artifacts.
+  # The server's own database pool: MLflow pings connections before use; 2 workers x (5 + 5)
+  # connections at most, recycled before PostgreSQL or a proxy drops them idle.
+  MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=5 MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=5 \
+  MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE=1800 \
   MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$MLFLOW" server --backend-store-uri "$PG_URL/mlflow" \
     --artifacts-destination "$ROOT/mlflow-artifacts" \
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 2 >"$ROOT/mlflow.log" 2>&1 &

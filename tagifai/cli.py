@@ -237,19 +237,34 @@ def train_best_command(
         str | None,
         typer.Option("--from-run", help="Optimize parent run whose best_params.json to use."),
     ] = None,
+    study_name: Annotated[
+        str | None,
+        typer.Option("--study", help="Study whose best trial to train (read from its storage)."),
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="Optuna storage of --study. [default: sqlite]")
+    ] = None,
     data: RecordedDataOption = None,
     tags: RecordedTagsOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Make the new version champion whatever its score.")
     ] = False,
 ) -> None:
-    """Train the study's best params, log and register the model, maybe as @champion."""
+    """Train a study's best params, log and register the model, maybe as @champion.
+
+    The params come from --study (the study itself), --params (a best_params.json) or
+    --from-run (an optimize parent run); by default from the task's config/best_params*.json,
+    which the last study run wrote.
+    """
     from tagifai import jobs, tracking
 
     workload = _workload(task or "text")
     params_file = Path(params_path) if params_path else None  # "" from `mlflow run`: not given
     from_run = from_run or None
-    if params_file is None and from_run is None:
+    study_name = study_name or None
+    if sum(source is not None for source in (params_file, from_run, study_name)) > 1:
+        raise TagifaiError("train-best: give one of --study, --params and --from-run")
+    if params_file is None and from_run is None and study_name is None:
         params_file = workload.best_params_file
         if not params_file.is_file():
             raise TagifaiError(
@@ -257,10 +272,14 @@ def train_best_command(
             )
     if from_run:
         tracking.configure(read_only=True)
-    best = jobs.load_best_params(params_file, from_run or None)
+    if study_name is not None:
+        best = _best_of_study(study_name, storage or None)
+    else:
+        best = jobs.load_best_params(params_file, from_run or None)
     if task is not None and best.task != task:
         raise TagifaiError(
-            f"{params_file or from_run}: params of task {best.task}, not --task {task}"
+            f"{params_file or from_run or study_name}: params of task {best.task}, "
+            f"not --task {task}"
         )
     best_workload = _workload(best.task)
     if tags and best_workload.extra_option != "--tags":
@@ -287,6 +306,38 @@ def train_best_command(
         versus += "" if outcome.promoted else ", --force to promote"
     verdict = "is now @champion" if outcome.promoted else "stays a challenger"
     console.print(f"{best_workload.model_name} version {outcome.version} {verdict} ({versus})")
+
+
+def _best_of_study(name: str, storage: str | None) -> Any:
+    """The best-params record of study ``name``, read from its storage."""
+    from tagifai import study
+
+    loaded = _load_study(name, storage)
+    if "base_params" not in loaded.user_attrs:
+        raise TagifaiError(f"--study: study {name!r} was not made by tagifai optimize")
+    complete = [t for t in loaded.trials if t.state.name == "COMPLETE"]
+    if not complete:
+        raise TagifaiError(f"--study: study {name!r} has no completed trial yet")
+    return study.best_params_of(loaded)
+
+
+def _load_study(name: str, storage: str | None) -> Any:
+    """An existing study (``TagifaiError`` naming the storage when there is none)."""
+    import optuna
+
+    from tagifai import study
+    from tagifai.config import validate
+    from tagifai.search import OptimizeConfig
+
+    _check_name("--study", name)
+    config = validate(OptimizeConfig, {"study_name": name, "storage": storage}, "--study")
+    url = study.storage_url(config)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise TagifaiError(f"--storage: {url} does not exist (run tagifai optimize first)")
+    try:
+        return optuna.load_study(study_name=name, storage=study.make_storage(url, config))
+    except KeyError:
+        raise TagifaiError(f"--study: no study {name!r} in {url}") from None
 
 
 def _resolve_model_uri(workload: Any, run_id: str | None, model_uri: str | None) -> str:
@@ -487,10 +538,9 @@ def _print_study_summary(result: Any, n_trials: int, workload: Any) -> None:
         f"best params: {workload.best_params_file}, and best_params.json, trials.csv and "
         f"plots/ (PNG + plots.html) on run {result.parent_run_id}"
     )
-    task = "" if workload.name == "text" else f" TASK={workload.name}"
     console.print(
-        f"next: make train-best{task}  |  make ui (MLflow)  |  make dashboard (Optuna)  |  "
-        f"tagifai report --study {name} --output {name}.html"
+        f"next: make train-best TASK={workload.name} STUDY={name}  |  make ui (MLflow)  |  "
+        f"make dashboard (Optuna)  |  tagifai report --study {name} --output {name}.html"
     )
 
 
@@ -593,26 +643,15 @@ def report_command(
 ) -> None:
     """Write one self-contained HTML page about a study: data, best trial, trials, plots,
     the trained model's per-class metrics, MLflow run ids."""
-    import optuna
-
-    from tagifai import report, study, tracking
-    from tagifai.config import validate
+    from tagifai import report, tracking
     from tagifai.files import write_bytes_atomic
-    from tagifai.search import OptimizeConfig
 
     _check_name("--study", study_name)
-    config = validate(OptimizeConfig, {"study_name": study_name, "storage": storage}, "--study")
     if output.suffix.lower() not in (".html", ".htm"):
         raise TagifaiError(f"--output: {output} is not an .html file")
     if output.is_dir():
         raise TagifaiError(f"--output: {output} is a folder")
-    url = study.storage_url(config)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise TagifaiError(f"--storage: {url} does not exist (run tagifai optimize first)")
-    try:
-        loaded = optuna.load_study(study_name=study_name, storage=study.make_storage(url, config))
-    except KeyError:
-        raise TagifaiError(f"--study: no study {study_name!r} in {url}") from None
+    loaded = _load_study(study_name, storage)
     try:
         uri: str | None = tracking.configure(read_only=True)
         trained = report.find_trained(loaded)

@@ -37,6 +37,7 @@ __all__ = [
     "study_is_complete",
     "work",
     "worker_id",
+    "worker_seed",
 ]
 
 DONE_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -99,6 +100,26 @@ def claim(storage: optuna.storages.BaseStorage, name: str) -> bool:
 
 class SurplusTrial(Exception):
     """A worker started a trial after others had already filled the study."""
+
+
+MAX_SEED_SLOTS = 10_000  # invocations of one study that get a seed of their own
+
+
+def worker_seed(storage: optuna.storages.BaseStorage, study_id: int, seed: int) -> int:
+    """This invocation's sampler seed: the config's for the study's first, then seed + 1,
+    seed + 2, ... one per worker or resume, in the order they arrive.
+
+    Workers started with the same command would otherwise sample the same start-up
+    trials, and a resumed study would repeat its first run's random suggestions.
+    Each trial records the seed it was sampled with (``sampler_seed``).
+
+    Raises:
+        TagifaiError: After ``MAX_SEED_SLOTS`` invocations of one study.
+    """
+    for slot in range(MAX_SEED_SLOTS):
+        if claim(storage, f"{study_id}:sampler-seed-{slot}"):
+            return (seed + slot) % 2**32
+    raise TagifaiError(f"study {study_id}: more than {MAX_SEED_SLOTS} invocations; start a new one")
 
 
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:

@@ -503,6 +503,21 @@ class StudyTracker:
         ones as Optuna sampled them."""
         log_run_params(params, with_data=False, sampled=sampled)
 
+    def trial_resumed(self, previous: int | None, previous_run: str | None, epoch: int) -> None:
+        """Inside a retried trial's child run: which attempt it goes on from, and where."""
+        mlflow.set_tags(
+            {
+                "tagifai.retry_of_trial": str(previous),
+                "tagifai.retry_of_run": str(previous_run or ""),
+                "tagifai.resumed_after_epoch": str(epoch),
+                "mlflow.note.content": (
+                    f"A retry of trial {previous} (run {previous_run}), whose worker died: "
+                    f"it went on from that attempt's checkpoint after epoch {epoch}; epochs "
+                    f"1-{epoch} are that attempt's, reported again here."
+                ),
+            }
+        )
+
     def trial_finished(
         self, predictor: Predictor, val_metrics: dict[str, float], objective: str
     ) -> None:
@@ -604,6 +619,9 @@ class NullTracker:
         return _NoEpochs()
 
     def trial_started(self, params: RunParams, sampled: dict[str, Any]) -> None:
+        """Nothing to log."""
+
+    def trial_resumed(self, *args: Any) -> None:
         """Nothing to log."""
 
     def trial_finished(self, *args: Any) -> None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from tagifai import coordination, plots
 from tagifai.best_params import BestParams, write_best_params
+from tagifai.checkpoints import TrialCheckpoint
 from tagifai.config import EXPERIMENTS_DIR
 from tagifai.errors import TagifaiError
 from tagifai.faults import failpoint
@@ -109,6 +110,29 @@ class OptimizeResult:
     seconds: float
 
 
+# Connections per worker to a server database (PostgreSQL, MySQL): the study's session and
+# the heartbeat thread need two; two more absorb bursts. 16 workers hold at most 64, under
+# PostgreSQL's default max_connections of 100.
+POOL_SIZE = 2
+POOL_MAX_OVERFLOW = 2
+POOL_RECYCLE_SECONDS = 1800  # before servers and proxies drop idle connections (~1 h)
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy settings for the study storage: SQLite writers wait for the file lock;
+    server databases get a small pool whose connections are checked before use (Optuna
+    turns ``pool_pre_ping`` on only for MySQL), so a database restart or a dropped idle
+    connection costs a reconnect, not a failed trial."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": POOL_SIZE,
+        "max_overflow": POOL_MAX_OVERFLOW,
+        "pool_recycle": POOL_RECYCLE_SECONDS,
+    }
+
+
 def make_storage(
     url: str,
     config: OptimizeConfig,
@@ -134,7 +158,7 @@ def make_storage(
             on_stale_trial(study, trial)
         retry(study, trial)
 
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    engine_kwargs = _engine_kwargs(url)
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
@@ -188,12 +212,42 @@ def open_study(
 
 
 class _TrialReporter:
-    """Per epoch: forward the metrics to the tracker, report the study metric, maybe prune."""
+    """Per epoch: forward the metrics to the tracker, report the study metric, maybe prune;
+    keep the training state so that a retry of the trial can go on from it."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, tracked: Any) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        metric: str,
+        tracked: Any,
+        checkpoint: TrialCheckpoint | None,
+        tracker: Tracker,
+    ) -> None:
         self.trial = trial
         self.metric = metric
         self.tracked = tracked
+        self.checkpoint = checkpoint
+        self.tracker = tracker
+
+    def restore(self) -> dict[str, Any] | None:
+        """The failed attempt's state when this trial is a retry (linked in both records)."""
+        if self.checkpoint is None:
+            return None
+        state = self.checkpoint.restore()
+        if state is not None:
+            previous, epoch = self.checkpoint.previous, self.checkpoint.resumed_epoch
+            self.trial.set_user_attr("resumed_from", {"trial": previous, "epoch": epoch})
+            earlier = next(
+                t for t in self.trial.study.get_trials(deepcopy=False) if t.number == previous
+            )
+            self.tracker.trial_resumed(previous, earlier.system_attrs.get(TRIAL_RUN_ATTR), epoch)
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Checkpoint the epoch just finished."""
+        if self.checkpoint is not None:
+            self.checkpoint.save(state)
+            failpoint(f"checkpoint:{state['epoch']}")  # a worker dying right after it
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         failpoint("trial")
@@ -211,6 +265,7 @@ def make_objective(
     dataset: DataSet,
     splits: Splits,
     tracker: Tracker,
+    checkpoints: Path | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective: train with the trial's params, return the validation metric.
 
@@ -221,6 +276,7 @@ def make_objective(
         dataset: Prepared data.
         splits: Train/val/test; only train and val are read.
         tracker: Logs params, epochs, threshold and model to the trial's child run.
+        checkpoints: The study's checkpoint folder (``None``: no checkpoints).
 
     Returns:
         A function of one trial.
@@ -228,15 +284,22 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", coordination.worker_id())
+        trial.set_user_attr("sampler_seed", config.seed)
         params = suggest_params(trial, config, base)
         tracker.trial_started(params, trial.params)
+        checkpoint = None if checkpoints is None else TrialCheckpoint.of(trial, checkpoints)
         # Leaving the tracker's reporter writes its queued epochs: pruned, failed or
         # interrupted trials keep their curves too.
-        with tracker.epochs() as epochs:
-            result = workload.train(
-                params, dataset, splits, _TrialReporter(trial, config.metric, epochs)
-            )
+        try:
+            with tracker.epochs() as epochs:
+                reporter = _TrialReporter(trial, config.metric, epochs, checkpoint, tracker)
+                result = workload.train(params, dataset, splits, reporter)
+        finally:  # however the trial ends here; a killed process leaves its file to a retry
+            if checkpoint is not None:
+                checkpoint.remove()
         trial.set_user_attr("epochs", result.epochs_run)
+        resumed = 0 if checkpoint is None else checkpoint.resumed_epoch
+        trial.set_user_attr("epochs_trained", result.epochs_run - resumed)  # by this attempt
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("decision", result.decision.model_dump(mode="json"))
         predictor = Predictor(
@@ -414,6 +477,11 @@ def run_study(
     # Claims are keyed by the study's id: a study deleted and made again under the same
     # name starts with none.
     study_id = store.get_study_id_from_name(study.study_name)
+    # Each invocation (worker or resume) samples with a seed of its own.
+    config = config.model_copy(
+        update={"seed": coordination.worker_seed(store, study_id, config.seed)}
+    )
+    study.sampler = create_sampler(config)
     if config.initial_trials and coordination.claim(store, f"{study_id}:initial-trials"):
         for params in initial_trials(config, base):
             study.enqueue_trial(params, skip_if_exists=True)
@@ -432,7 +500,8 @@ def run_study(
     complete = False
     try:
         tracker.log_study(config, base, workload, dataset, splits)
-        objective = make_objective(config, base, workload, dataset, splits, tracker)
+        checkpoints = TrialCheckpoint.folder_of(study.study_name, study_id)
+        objective = make_objective(config, base, workload, dataset, splits, tracker, checkpoints)
         ran = coordination.work(
             study, tracker.track(objective), config.n_trials, config.timeout, callbacks
         )

@@ -3,7 +3,10 @@
 A workload's training method (full-batch L-BFGS, minibatch Adam, ...) supplies one
 function that trains an epoch and one that validates; :func:`fit_epochs` runs them
 with early stopping and gives back the best-validation weights. Tracking and
-pruning reach in through a :class:`Reporter`, so training also runs with none.
+pruning reach in through a :class:`Reporter`, so training also runs with none. A
+reporter that is also :class:`Checkpointing` (a study's trial) gets the whole training
+state after every epoch, and gives it back when a retried trial starts, so the retry
+goes on from the last finished epoch of the attempt that died.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -22,7 +25,9 @@ from torch import nn
 
 __all__ = [
     "THREADS_ENV",
+    "Checkpointing",
     "EpochLoop",
+    "GeneratorState",
     "NullReporter",
     "Reporter",
     "fit_epochs",
@@ -49,6 +54,34 @@ class NullReporter:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Ignore the metrics."""
+
+
+@runtime_checkable
+class Checkpointing(Protocol):
+    """A reporter that also keeps the training state between epochs."""
+
+    def restore(self) -> dict[str, Any] | None:
+        """The state to go on from (a failed attempt's last epoch), or ``None``."""
+        ...
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Keep the state after an epoch (plain tensors and numbers: ``weights_only``)."""
+        ...
+
+
+class GeneratorState:
+    """A ``torch.Generator`` seen as an object with ``state_dict`` / ``load_state_dict``."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state."""
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put a saved state back."""
+        self.generator.set_state(state["state"])
 
 
 def set_seeds(seed: int) -> None:
@@ -91,6 +124,7 @@ def fit_epochs(
     lr: Callable[[], float] | None = None,
     after_validate: Callable[[dict[str, float]], None] | None = None,
     converged: Callable[[list[dict[str, float]]], bool] | None = None,
+    resumable: dict[str, Any] | None = None,
 ) -> EpochLoop:
     """Train epoch by epoch; keep and restore the weights with the best ``monitor``.
 
@@ -105,13 +139,32 @@ def fit_epochs(
         lr: The learning rate the epoch trained with, reported as ``lr``.
         after_validate: Called with each epoch's metrics (an lr scheduler step).
         converged: Whether training has stopped changing (stops early).
+        resumable: Everything else that changes while training and has
+            ``state_dict``/``load_state_dict`` (the optimizer, lr schedulers, the
+            batch order's generator), for a reporter that checkpoints.
 
     Returns:
         The loop's record.
     """
     loop = EpochLoop()
     best_value, best_state = -np.inf, copy.deepcopy(model.state_dict())
-    for epoch in range(1, num_epochs + 1):
+    resumable = resumable or {}
+    checkpoint = reporter if isinstance(reporter, Checkpointing) else None
+    start = 1
+    saved = checkpoint.restore() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        for name, part in resumable.items():
+            part.load_state_dict(saved["resumable"][name])
+        torch.set_rng_state(saved["rng"])  # dropout draws go on where they were
+        loop.history, loop.best_epoch = list(saved["history"]), int(saved["best_epoch"])
+        loop.epochs_run = start = int(saved["epoch"])
+        best_value, best_state = float(saved["best_value"]), saved["best_state"]
+        logger.info("resumed after epoch %d (best %d)", start, loop.best_epoch)
+        for epoch, metrics in enumerate(loop.history, start=1):
+            reporter.on_epoch_end(epoch, metrics)  # the retry reports every epoch, once
+        start += 1
+    for epoch in range(start, num_epochs + 1):
         model.train()
         metrics = {"train_loss": train_epoch(), **validate()}
         if lr is not None:  # read before after_validate, which may cut it for the next epoch
@@ -130,5 +183,18 @@ def fit_epochs(
         if converged is not None and converged(loop.history):
             logger.info("converged at epoch %d (best %d)", epoch, loop.best_epoch)
             break
+        if checkpoint is not None and epoch < num_epochs:
+            checkpoint.save(
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "resumable": {name: part.state_dict() for name, part in resumable.items()},
+                    "rng": torch.get_rng_state(),
+                    "history": loop.history,
+                    "best_epoch": loop.best_epoch,
+                    "best_value": float(best_value),
+                    "best_state": best_state,
+                }
+            )
     model.load_state_dict(best_state)
     return loop

@@ -1,9 +1,9 @@
 """Local worker processes for ``tagifai optimize --workers N``.
 
 The first process is a worker itself; it starts N - 1 more with the same resolved
-settings and a seed each (with one seed they would all sample the same start-up
-trials). Workers share the machine: each gets cores / N torch threads, and, with
-GPUs, one GPU each in turn, so one trial runs per GPU.
+settings (each then samples with a seed of its own, claimed in the study's storage).
+Workers share the machine: each gets cores / N torch threads, and, with GPUs, one GPU
+each in turn, so one trial runs per GPU.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def local_workers(workers: int, command: list[str], seed: int) -> Iterator[None]
     Args:
         workers: Worker processes in all, this one included.
         command: ``tagifai optimize`` arguments (without ``--seed`` and ``--workers``).
-        seed: This worker's seed; helper i gets ``seed + i``.
+        seed: The study's seed, passed to every helper (each invocation of a study
+            samples with a seed of its own: ``coordination.worker_seed``).
 
     Raises:
         TagifaiError: If ``workers`` is out of bounds, or a helper failed.
@@ -69,7 +70,7 @@ def local_workers(workers: int, command: list[str], seed: int) -> Iterator[None]
         env = {**os.environ, WORKER_ENV: "1", THREADS_ENV: str(threads)}
         if devices[i] is not None:
             env[DEVICE_ENV] = str(devices[i])
-        args = [sys.executable, "-m", "tagifai.cli", *command, "--seed", str((seed + i) % 2**32)]
+        args = [sys.executable, "-m", "tagifai.cli", *command, "--seed", str(seed)]
         helpers.append(subprocess.Popen(args, env=env))
     try:
         yield

@@ -11,13 +11,14 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import SERVERS, free_port, subprocess_env
 
 
 @pytest.fixture(scope="session")
-def servers() -> Iterator[dict[str, str]]:
+def servers() -> Iterator[dict[str, Any]]:
     """Start PostgreSQL and an MLflow server; yield their URLs and environment."""
     if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
         if os.environ.get("TAGIFAI_REQUIRE_SERVERS") == "1":
@@ -35,11 +36,18 @@ def servers() -> Iterator[dict[str, str]]:
         assert done.returncode == 0, f"{action}: {done.stderr[-2000:]}"
         return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
+    # PostgreSQL asks for the password servers.sh generates; clients read it from here.
+    previous = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = str(root / "pgpass")
     try:
         pg_url = run("pg-start")
         mlflow_url = run("mlflow-start")
-        yield {"pg": pg_url, "mlflow": mlflow_url, "root": str(root)}
+        yield {"pg": pg_url, "mlflow": mlflow_url, "root": str(root), "run": run}
     finally:
+        if previous is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = previous
         subprocess.run(["bash", str(SERVERS), "mlflow-stop"], env=env, timeout=60)
         subprocess.run(["bash", str(SERVERS), "pg-stop"], env=env, timeout=60)
         shutil.rmtree(root, ignore_errors=True)

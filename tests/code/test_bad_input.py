@@ -541,7 +541,9 @@ CASES = [
         "train-unknown-task", "train", "--task", "audio", expected=("--task: unknown task 'audio'",)
     ),
     case(
-        "summarize-blank-study", "summarize", "--study", " ", expected=("--study: give the name",)
+        "summarize-blank-study",
+        *("summarize", "--study", " "),
+        expected=("--study: ' ' is not a name",),
     ),
     case(
         "predict-output-without-file",

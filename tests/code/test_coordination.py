@@ -14,9 +14,11 @@ import optuna
 import pytest
 import yaml
 from helpers import TINY, copy_project, subprocess_env
+from typer.testing import CliRunner
 
 from tagifai import coordination
 from tagifai.best_params import read_best_params
+from tagifai.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +149,38 @@ def test_two_workers_share_one_parent_run_and_write_one_summary(workdir):
     assert best.parent_run_id == parents[0].info.run_id
     assert best.value == study.best_value
     assert study.user_attrs["summary_trials"] == 4
+
+
+@pytest.mark.training
+def test_each_invocation_samples_with_its_own_seed(workdir, tiny_params_file):
+    """The same command run twice on one study (two workers, or a resume) with one seed
+    would repeat the random start-up trials; each invocation claims a seed of its own."""
+    config = workdir / "twins.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "text",
+                "study_name": "twins",
+                "n_trials": 3,
+                "seed": 11,
+                "params": str(tiny_params_file),
+                "sampler": {"name": "Random"},
+                "pruner": {"name": "Nop"},
+                "search_space": {
+                    "architecture": {
+                        "ngram": {"dropout_p": {"type": "float", "low": 0.0, "high": 0.5}}
+                    }
+                },
+            }
+        )
+    )
+    runner = CliRunner()
+    assert runner.invoke(app, ["optimize", "--config", str(config)]).exit_code == 0
+    again = runner.invoke(app, ["optimize", "--config", str(config), "--n-trials", "6"])
+    assert again.exit_code == 0, again.output
+    study = optuna.load_study(
+        study_name="twins", storage=f"sqlite:///{workdir}/experiments/optuna.db"
+    )
+    values = [t.params["dropout_p"] for t in study.trials]
+    assert len(values) == 6 and len(set(values)) == 6  # no trial sampled twice
+    assert [t.user_attrs["sampler_seed"] for t in study.trials] == [11, 11, 11, 12, 12, 12]

@@ -181,3 +181,51 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, tiny_params_file):
     assert len(lines) == 1 and dead in lines[0] and "unreachable" in lines[0], done.stderr
     # the study is left consistent: nothing was created
     assert not (tmp_path / "optuna.db").exists() or name not in optuna.get_all_study_names(storage)
+
+
+@pytest.mark.server
+def test_postgresql_asks_for_the_generated_password(servers, tmp_path):
+    import psycopg
+
+    pgpass = Path(servers["root"]) / "pgpass"
+    assert pgpass.stat().st_mode & 0o777 == 0o600  # the owner's only
+    url = servers["pg"]
+    assert url.startswith("postgresql://postgres@")  # no password in the URL
+    empty = tmp_path / "empty-pgpass"
+    empty.write_text("")
+    empty.chmod(0o600)
+    env = {"PGPASSFILE": str(empty), "PGPASSWORD": ""}
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(url, connect_timeout=10, **_libpq(env)).close()
+    with psycopg.connect(url, connect_timeout=10) as connection:  # PGPASSFILE: the real one
+        assert connection.execute("select 1").fetchone() == (1,)
+
+
+def _libpq(env: dict[str, str]) -> dict[str, str]:
+    """libpq connection keywords for what the environment would say."""
+    return {"passfile": env["PGPASSFILE"], "password": env["PGPASSWORD"]}
+
+
+@pytest.mark.server
+def test_a_worker_survives_a_postgresql_restart(servers):
+    """The storage's pooled connections die with the server; pool_pre_ping replaces them,
+    so the next call works instead of failing the trial."""
+    from tagifai.search import OptimizeConfig
+    from tagifai.study import make_storage
+
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    config = OptimizeConfig(study_name=name)
+    storage = make_storage(servers["pg"], config)
+    study = optuna.create_study(study_name=name, storage=storage)
+    study.set_user_attr("before", 1)
+    servers["run"]("pg-stop")
+    servers["run"]("pg-start")
+    study.set_user_attr("after", 2)  # the same storage object, a fresh connection
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    reloaded = optuna.load_study(study_name=name, storage=servers["pg"])
+    assert reloaded.user_attrs == {"before": 1, "after": 2}
+    assert len(reloaded.trials) == 1
+    # The MLflow server on the same PostgreSQL reconnects too (the other tests use it).
+    client = MlflowClient(servers["mlflow"])
+    assert client.search_experiments(max_results=1) is not None

@@ -167,7 +167,7 @@ def test_study_is_one_parent_with_truthful_children(
     # The interactive page carries plotly.js once (no CDN) and every plot.
     page = (local / "plots" / "plots.html").read_text(encoding="utf-8")
     assert page.count("Plotly.newPlot") == len(PLOTS)
-    assert "cdn.plot.ly" not in page and len(page) > 1_000_000
+    assert 'src="https://cdn.plot.ly' not in page and len(page) > 1_000_000
     assert json.loads((local / "best_params.json").read_text()) == written
 
 

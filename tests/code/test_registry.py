@@ -152,7 +152,8 @@ def test_optimize_then_train_best_from_run_then_predict(workdir, tiny_params_fil
         "import mlflow, pandas as pd\n"
         "m = mlflow.pyfunc.load_model('models:/tagifai@champion')\n"
         "out = m.predict(pd.DataFrame({'title': ['YOLO'], 'description': ['finds cars']}))\n"
-        "print(out['probabilities'][0])\n"
+        "import json\n"
+        "print(json.dumps(out['probabilities'][0]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120

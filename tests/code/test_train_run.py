@@ -139,8 +139,8 @@ def test_logged_model_reloads_in_a_fresh_process(
     assert {"predict.py", "pyfunc_model.py", "workloads/text/__init__.py"} <= set(code)
     assert all(name.endswith(".py") or name == "py.typed" for name in code), code
     for tags, probs in zip(payload["tags"], payload["probs"], strict=True):
-        probabilities = json.loads(probs)
-        assert set(probabilities) == set(classes)
+        probabilities = probs  # an object of tag -> probability, not a JSON string
+        assert isinstance(probabilities, dict) and set(probabilities) == set(classes)
         assert all(0.0 <= p <= 1.0 for p in probabilities.values())
         assert set(tags) <= set(classes)
 

@@ -256,8 +256,33 @@ def test_report_is_one_self_contained_page(workdir, tiny_params_file, experiment
     ],
 )
 def test_report_bad_arguments_get_one_line(workdir, args, message):
+    (workdir / "experiments").mkdir()
     optuna.create_study(study_name="other", storage=study.DEFAULT_STORAGE)
     result = CliRunner().invoke(app, ["report", *args])
     assert result.exit_code == 2
     assert message in result.stderr and result.stderr.count("\n") == 1
     assert not (workdir / "r.html").exists()
+
+
+@pytest.mark.training
+def test_train_best_trains_the_study_it_is_asked_for(workdir, tiny_params_file):
+    runner = CliRunner()
+    parents = {}
+    for name in ("first-study", "second-study"):
+        config = _config(workdir / f"{name}.yaml", tiny_params_file, name)
+        assert runner.invoke(app, ["optimize", "--config", str(config)]).exit_code == 0
+        loaded = optuna.load_study(study_name=name, storage=study.DEFAULT_STORAGE)
+        parents[name] = loaded.user_attrs["mlflow_parent_run_id"]
+    # config/best_params.json now holds the second study's; --study picks the first.
+    result = runner.invoke(app, ["train-best", "--study", "first-study"])
+    assert result.exit_code == 0, result.output
+    version = MlflowClient().get_model_version_by_alias("tagifai", "champion")
+    run = MlflowClient().get_run(version.run_id)
+    assert run.data.tags["tagifai.parent_run_id"] == parents["first-study"]
+    assert run.info.run_name == "train-best-first-study"
+    for args, message in [
+        (["--study", "nope"], "--study: no study 'nope'"),
+        (["--study", "first-study", "--params", "x.json"], "give one of --study, --params"),
+    ]:
+        refused = runner.invoke(app, ["train-best", *args])
+        assert refused.exit_code == 2 and message in refused.stderr, refused.output

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tagifai.training import Reporter, fit_epochs, get_device, set_seeds
+from tagifai.training import GeneratorState, Reporter, fit_epochs, get_device, set_seeds
 from tagifai.workloads.base import DecisionRule, TrainResult
 from tagifai.workloads.images.data import ImageData as ImageDataSet
 from tagifai.workloads.images.data import ImageSplits
@@ -45,17 +46,20 @@ def _optimizer(arch: MinibatchParams, model: nn.Module) -> torch.optim.Optimizer
     return choice(parameters, lr=arch.lr, weight_decay=arch.weight_decay)
 
 
-def _scheduler(
-    arch: MinibatchParams, optimizer: torch.optim.Optimizer
-) -> Callable[[dict[str, float]], None]:
-    """The lr schedule, stepped after each epoch's validation."""
+def _scheduler(arch: MinibatchParams, optimizer: torch.optim.Optimizer) -> Any:
+    """The lr schedule: cosine over ``num_epochs``, or a cut when validation stalls."""
     if arch.lr_schedule == "cosine":
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=arch.num_epochs)
-        return lambda metrics: cosine.step()
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=arch.num_epochs)
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=arch.lr_factor, patience=arch.lr_patience
     )
-    return lambda metrics: plateau.step(metrics["val_accuracy"])
+
+
+def _step(scheduler: Any) -> Callable[[dict[str, float]], None]:
+    """Step the schedule after an epoch's validation (a plateau one reads the accuracy)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return lambda metrics: scheduler.step(metrics["val_accuracy"])
+    return lambda metrics: scheduler.step()
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -171,7 +175,12 @@ def train(
         patience=arch.patience,
         reporter=reporter,
         lr=lambda: float(optimizer.param_groups[0]["lr"]),
-        after_validate=scheduler,
+        after_validate=_step(scheduler),
+        resumable={
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "generator": GeneratorState(generator),
+        },
     )
     val_metrics = validate()
     probs = torch.softmax(predict_logits(model, x_val, device), dim=1).numpy()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tagifai.training import Reporter, fit_epochs, get_device, set_seeds
+from tagifai.training import GeneratorState, Reporter, fit_epochs, get_device, set_seeds
 from tagifai.workloads.base import DecisionRule, TrainResult
 from tagifai.workloads.text import data, evaluate
 from tagifai.workloads.text.encoders import fit_encoder
@@ -161,6 +161,7 @@ def fit_full_batch(
         reporter=reporter,
         lr=lambda: 1.0,  # L-BFGS's line search picks each step
         converged=converged,
+        resumable={"optimizer": optimizer},
     )
     model.end_fit()  # folds the scale into the weights: a plain linear model is saved
     return loop.best_epoch, loop.epochs_run, loop.history
@@ -223,6 +224,11 @@ def fit_minibatch(
         reporter=reporter,
         lr=lambda: float(optimizers[0].param_groups[0]["lr"]),
         after_validate=step_schedulers,
+        resumable={
+            **{f"optimizer{i}": optimizer for i, optimizer in enumerate(optimizers)},
+            **{f"scheduler{i}": scheduler for i, scheduler in enumerate(schedulers)},
+            "generator": GeneratorState(generator),
+        },
     )
     return loop.best_epoch, loop.epochs_run, loop.history
 
