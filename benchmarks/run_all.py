@@ -29,6 +29,7 @@ from benchmarks import (
     bench_predict,
     bench_pruning,
     bench_quality,
+    bench_scale,
     bench_workers,
 )
 from benchmarks.common import (
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Inputs], Report]]] = {
     "pruning": (bench_pruning.TITLE, bench_pruning.run),
     "predict": (bench_predict.TITLE, bench_predict.run),
     "workers": (bench_workers.TITLE, bench_workers.run),
+    "scale": (bench_scale.TITLE, bench_scale.run),
     "images": (bench_images.TITLE, bench_images.run),
 }
 

@@ -16,6 +16,8 @@ MLFLOW_PORT=${MLFLOW_PORT:-5002}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 MLFLOW=${MLFLOW:-mlflow}
 PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT"
+# 32 workers x 3 (tagifai/study.py's pool) + the MLflow server's 40 + room for psql and the UI.
+PG_MAX_CONNECTIONS=${PG_MAX_CONNECTIONS:-200}
 export PGPASSFILE="$ROOT/pgpass"
 
 die() { echo "servers.sh: $*" >&2; exit 1; }
@@ -42,7 +44,8 @@ pg_start() {
   fi
   if ! as_pg "$PG_BIN/pg_ctl" -D "$ROOT/pg" status >/dev/null 2>&1; then
     as_pg "$PG_BIN/pg_ctl" -D "$ROOT/pg" -w -t 60 -l "$ROOT/pg/server.log" \
-      -o "-p $PG_PORT -k $ROOT/pg -c listen_addresses=127.0.0.1" start >/dev/null
+      -o "-p $PG_PORT -k $ROOT/pg -c listen_addresses=127.0.0.1 -c max_connections=$PG_MAX_CONNECTIONS" \
+      start >/dev/null
   fi
   # The postgres user cannot read the owner's pgpass: its tools get the password this way.
   PGPASSWORD=$(cut -d: -f5 "$ROOT/pgpass" 2>/dev/null || true)
@@ -68,8 +71,10 @@ mlflow_start() {
     echo "http://127.0.0.1:$MLFLOW_PORT"; return 0
   fi
   # No job-runner side processes: tagifai needs only tracking and artifacts.
-  # The server's own database pool: MLflow pings connections before use; 2 workers x (5 + 5)
-  # connections at most, recycled before PostgreSQL or a proxy drops them idle.
+  # The server's own database pools (one for runs, one for the registry, in each of its 2
+  # workers; a worker serves many requests at once, each holding a connection: 3 + 2 ran
+  # dry at 16 workers): MLflow pings connections before use; 2 x 2 x (5 + 5) = 40 at most,
+  # recycled before PostgreSQL or a proxy drops them idle.
   MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=5 MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=5 \
   MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE=1800 \
   MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$MLFLOW" server --backend-store-uri "$PG_URL/mlflow" \

@@ -111,10 +111,11 @@ class OptimizeResult:
 
 
 # Connections per worker to a server database (PostgreSQL, MySQL): the study's session and
-# the heartbeat thread need two; two more absorb bursts. 16 workers hold at most 64, under
-# PostgreSQL's default max_connections of 100.
+# the heartbeat thread need two; one more absorbs a burst. 32 workers hold at most 96; with
+# the MLflow server of `make servers-start` (at most 40) that fits the 200 connections
+# scripts/servers.sh gives PostgreSQL (benchmarks/bench_scale.py measures the peak).
 POOL_SIZE = 2
-POOL_MAX_OVERFLOW = 2
+POOL_MAX_OVERFLOW = 1
 POOL_RECYCLE_SECONDS = 1800  # before servers and proxies drop idle connections (~1 h)
 
 

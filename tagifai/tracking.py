@@ -77,6 +77,8 @@ def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A tracking server makes MLflow print two "View run" lines per run: one per trial.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Database migrations and artifact-repo chatter are not for the user's console.
     for name in (
         "alembic",
