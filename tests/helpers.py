@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Text params that train in about a second on the sample data.
@@ -42,6 +44,43 @@ TINY_CNN = {
     "num_epochs": 3,
     "patience": 2,
 }
+
+
+# A cheap text study over the tiny params: ngram only, lr and dropout searched, no pruner.
+TINY_STUDY_YAML = """
+task: text
+study_name: {name}
+n_trials: {n_trials}
+seed: 3
+params: {params}
+sampler: {{name: Random}}
+pruner: {{name: Nop}}
+search_space:
+  architecture:
+    ngram:
+      lr: {{type: float, low: 0.01, high: 0.05, log: true}}
+      dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
+"""
+
+
+@contextmanager
+def private_store(folder: Path) -> Iterator[str]:
+    """Work in ``folder`` with its own sqlite MLflow store (for module-scoped fixtures, which
+    cannot use the ``workdir`` fixture); yields the store's URI."""
+    import mlflow
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            mlflow.tracking.fluent._active_experiment_id = None
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def copy_project(target: Path) -> Path:

@@ -27,7 +27,7 @@ from typing import Any
 import mlflow
 import pytest
 import yaml
-from helpers import TINY
+from helpers import TINY, private_store
 from typer.testing import CliRunner
 
 from tagifai.cli import app
@@ -763,19 +763,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
     store = tmp_path_factory.mktemp("trained")
     params_file = store / "tiny_params.json"
     params_file.write_text(json.dumps(TextParams.model_validate(TINY).model_dump(mode="json")))
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(store)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        mlflow.set_tracking_uri(uri)
+    with private_store(store):
         result = CliRunner().invoke(
             app, ["train", "--params", str(params_file), "--experiment-name", "bad-input"]
         )
         assert result.exit_code == 0, result.output
         run_id = result.stdout.split("run_id: ", 1)[1].split()[0]
-    mlflow.tracking.fluent._active_experiment_id = None
     yield store, run_id
 
 

@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import optuna
 import pytest
-from helpers import REPO, TINY, free_port, http_server
+from helpers import REPO, TINY, TINY_STUDY_YAML, free_port, http_server, private_store
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -35,20 +34,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
 DECODED = "img => img.complete && img.naturalWidth > 100"  # an image the browser could draw
 TIMEOUT_MS = 120_000  # a safety net: every wait below ends on what the page shows
 STUDY = "browser-study"
-STUDY_YAML = """
-task: text
-study_name: {study}
-n_trials: 3
-seed: 3
-params: {params}
-sampler: {{name: Random}}
-pruner: {{name: Nop}}
-search_space:
-  architecture:
-    ngram:
-      lr: {{type: float, low: 0.01, high: 0.05, log: true}}
-      dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
-"""
 
 
 def _screenshots() -> Path:
@@ -97,14 +82,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     params = folder / "tiny.json"
     params.write_text(json.dumps(TINY))
     config = folder / "study.yaml"
-    config.write_text(STUDY_YAML.format(study=STUDY, params=params))
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        mlflow.set_tracking_uri(uri)
+    config.write_text(TINY_STUDY_YAML.format(name=STUDY, n_trials=3, params=params))
+    with private_store(folder) as uri:
         runner = CliRunner()
         for args in (
             ["optimize", "--config", str(config)],
@@ -126,8 +105,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             "experiment_id": experiment.experiment_id,
             "parent": study.user_attrs["mlflow_parent_run_id"],
         }
-    mlflow.tracking.fluent._active_experiment_id = None
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture(scope="module")

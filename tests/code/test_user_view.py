@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import pytest
-from helpers import REPO, copy_project, subprocess_env
+from helpers import REPO, TINY_STUDY_YAML, copy_project, subprocess_env
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -23,20 +23,7 @@ from tagifai.errors import TagifaiError
 from tagifai.plots import PLOTS
 from tagifai.search import initial_trials, load_optimize_config
 
-STUDY = """
-task: text
-study_name: {name}
-n_trials: {n_trials}
-seed: 3
-params: {params}
-sampler: {{name: Random}}
-pruner: {{name: Nop}}
-search_space:
-  architecture:
-    ngram:
-      lr: {{type: float, low: 0.01, high: 0.05, log: true}}
-      dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
-{extra}"""
+STUDY = TINY_STUDY_YAML + "{extra}"
 
 
 def _config(path: Path, params: Path, name: str, n_trials: int = 2, extra: str = "") -> Path:
