@@ -32,7 +32,7 @@ from tagifai.errors import TagifaiError
 from tagifai.files import write_json_atomic
 from tagifai.logged_models import log_predictor
 from tagifai.predict import Predictor
-from tagifai.tracking import ensure_experiment, git_commit, store_uri
+from tagifai.tracking import ensure_experiment, git_commit, note_reachable, store_uri
 from tagifai.training import NullReporter, Reporter
 from tagifai.workloads.base import DataSet, RunParams, Splits, Workload
 
@@ -435,6 +435,7 @@ class StudyTracker:
             client.set_tag(run_id, "mlflow.note.content", note)
         status = TRIAL_STATUS.get(trial.state, RunStatus.FAILED)
         client.set_terminated(run_id, RunStatus.to_string(status))
+        note_reachable()  # this trial's writes went through, after an outage or not
 
     @staticmethod
     def close_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

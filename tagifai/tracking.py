@@ -4,7 +4,10 @@
   the default ``sqlite:///experiments/mlflow.db``); nothing happens at import;
 - :func:`ensure_experiment` creates an experiment with its artifacts under
   ``experiments/`` and opens it in the UI's model-training view;
-- :func:`check_reachable` fails fast on a tracking server that is down.
+- :func:`check_reachable` fails fast on a tracking server that is down;
+- a server that goes away mid-command is retried by MLflow's client (minutes of backoff);
+  :class:`OutageNotice` says so in one line, and :func:`note_reachable` in one more when
+  its requests go through again.
 
 Who owns what else: :mod:`tagifai.runs` the shape of runs (a training run, a
 study's parent and children), :mod:`tagifai.logged_models` logging and loading
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
@@ -28,11 +32,13 @@ from tagifai.errors import TagifaiError
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "OutageNotice",
     "check_reachable",
     "configure",
     "download_best_params",
     "ensure_experiment",
     "git_commit",
+    "note_reachable",
     "run_record",
     "store_uri",
 ]
@@ -91,7 +97,50 @@ def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
         logging.getLogger(name).setLevel(logging.WARNING)
     if uri.startswith(("http://", "https://")):
         check_reachable()
+        retries = logging.getLogger("urllib3.connectionpool")
+        if not any(isinstance(f, OutageNotice) for f in retries.filters):
+            retries.addFilter(OutageNotice(uri))
     return uri
+
+
+class OutageNotice(logging.Filter):
+    """Turns urllib3's retry warnings for the tracking server into one line per outage.
+
+    MLflow's client retries a failed request with backoff for minutes, and urllib3
+    warns at every retry. The first retry of an outage becomes one warning naming the
+    server; the rest are dropped. :func:`note_reachable` ends the outage.
+    """
+
+    down_since: float | None = None  # shared: one outage at a time, whichever client
+
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self.uri = uri
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Drop urllib3's retry lines; say the first of an outage once."""
+        if "Retrying" not in record.getMessage():
+            return True
+        if OutageNotice.down_since is None:
+            OutageNotice.down_since = time.monotonic()
+            logger.warning(
+                "MLflow tracking server %s is not answering; retrying its requests "
+                "(trials go on, their results are kept in the Optuna storage)",
+                self.uri,
+            )
+        return False
+
+
+def note_reachable() -> None:
+    """Requests to the tracking server went through: end an outage, in one line."""
+    if OutageNotice.down_since is not None:
+        seconds = time.monotonic() - OutageNotice.down_since
+        OutageNotice.down_since = None
+        logger.warning(
+            "MLflow tracking server %s answers again (after %.0f s); its writes went through",
+            mlflow.get_tracking_uri(),
+            seconds,
+        )
 
 
 def _is_local_store(uri: str) -> bool:

@@ -229,3 +229,54 @@ def test_a_worker_survives_a_postgresql_restart(servers):
     # The MLflow server on the same PostgreSQL reconnects too (the other tests use it).
     client = MlflowClient(servers["mlflow"])
     assert client.search_experiments(max_results=1) is not None
+
+
+@pytest.mark.server
+@pytest.mark.training
+@pytest.mark.slow
+def test_a_study_outlives_a_tracking_server_outage(servers, tmp_path, tiny_params):
+    """The MLflow server stops for 30 s mid-study and comes back: the study goes on (MLflow's
+    client retries), every trial ends with exactly one complete child run, nothing is left
+    RUNNING, and the console says what happened in one line each way."""
+    slow = tmp_path / "slow_params.json"  # trials of a few seconds, so the outage hits one
+    data = tiny_params.model_dump(mode="json")
+    data["model"].update(num_epochs=25, patience=25)
+    slow.write_text(json.dumps(TextParams.model_validate(data).model_dump(mode="json")))
+    config, name = _config(tmp_path, slow, n_trials=4)
+    env = subprocess_env(MLFLOW_TRACKING_URI=servers["mlflow"])
+    proc = _optimize(["--config", str(config), "--storage", servers["pg"]], env, tmp_path)
+    deadline = time.monotonic() + 300  # a safety net: the loop ends on the study's state
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=servers["pg"])
+        except (KeyError, sqlalchemy.exc.SQLAlchemyError):
+            study = None
+        if study is not None and any(t.state.is_finished() for t in study.trials):
+            break
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.5)
+    servers["run"]("mlflow-stop")
+    time.sleep(30)  # the outage itself: the scenario's length, not a wait for an event
+    servers["run"]("mlflow-start")
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-3000:]
+
+    study = optuna.load_study(study_name=name, storage=servers["pg"])
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    client = MlflowClient(tracking_uri=servers["mlflow"])
+    runs = _runs(client, name)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.info.run_name for r in children) == [f"trial-{n}" for n in range(4)]
+    for trial in study.trials:
+        run = client.get_run(trial.system_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert {"lr", "dropout_p"} <= set(run.data.params)
+        assert run.data.metrics["val_f1"] == pytest.approx(trial.value)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch_val_f1")]
+        assert sorted(steps) == list(range(1, trial.user_attrs["epochs"] + 1))
+    assert all(r.info.status != "RUNNING" for r in runs)
+    lines = output.splitlines()
+    down = [line for line in lines if "is not answering" in line]
+    back = [line for line in lines if "answers again" in line]
+    assert len(down) == 1 and len(back) == 1, output[-3000:]
+    assert not [line for line in lines if "Retrying (Retry(" in line]
