@@ -562,6 +562,7 @@ class StudyTracker:
             },
             step=len(finished),
         )
+        self._mark_best(best)
         mlflow.set_tags(
             {
                 "best_trial_number": str(best.number),
@@ -576,6 +577,25 @@ class StudyTracker:
             make_trials().to_csv(folder / "trials.csv", index=False)
             write_plots(folder / "plots")
             mlflow.log_artifacts(str(folder))
+
+    def _mark_best(self, best: optuna.trial.FrozenTrial) -> None:
+        """Tag and describe the best trial's child run as best (and the one before, no more)."""
+        run_id = best.system_attrs.get(TRIAL_RUN_ATTR)
+        if run_id is None or self.parent_run_id is None:
+            return
+        client = MlflowClient()
+        before = client.get_run(self.parent_run_id).data.tags.get("best_run_id")
+        if before and before != run_id:
+            with contextlib.suppress(MlflowException):
+                client.delete_tag(before, "tagifai.best")
+                client.delete_tag(before, "mlflow.note.content")
+        client.set_tag(run_id, "tagifai.best", "true")
+        client.set_tag(
+            run_id,
+            "mlflow.note.content",
+            f"The best trial of the study so far: {self.metric_name} = {best.value:.4f}. "
+            "train-best trains these params again.",
+        )
 
 
 class _NoEpochs(contextlib.AbstractContextManager[Reporter]):

@@ -155,6 +155,12 @@ def test_study_is_one_parent_with_truthful_children(
 
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["best_run_id"] == best.system_attrs["mlflow_run_id"]
+    # The best child says so (a tag and a description); no other child does.
+    best_run = client.get_run(best.system_attrs["mlflow_run_id"])
+    assert best_run.data.tags["tagifai.best"] == "true"
+    assert "best trial" in best_run.data.tags["mlflow.note.content"]
+    others = [r for r in children if r.info.run_id != best_run.info.run_id]
+    assert not [r for r in others if "tagifai.best" in client.get_run(r.info.run_id).data.tags]
     assert parent.data.metrics["best_val_f1"] == pytest.approx(best.value)
     names = {item.path for item in client.list_artifacts(result.parent_run_id)}
     assert {"best_params.json", "trials.csv", "plots", "optimize_config.json"} <= names
