@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,9 @@ class TrialCheckpoint:
         attempt before it)."""
         trials = trial.study.get_trials(deepcopy=False)
         frozen = next(t for t in trials if t.number == trial.number)
-        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.0: not news to users
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
         return cls(folder, trial.number, history[-1] if history else None)
 
     @staticmethod

@@ -6,13 +6,14 @@ Every command prints one line on stderr and exits with code 2 on bad input (a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -452,6 +453,9 @@ def optimize_command(
         # Checked here, before anything is written; workers.MAX_LOCAL_WORKERS bounds it too.
         typer.Option("--workers", min=1, max=32, help="Worker processes on this machine."),
     ] = 1,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also print every epoch of every trial.")
+    ] = False,
 ) -> None:
     """Run, resume or join an Optuna study; one MLflow parent run, one child per trial.
 
@@ -466,6 +470,7 @@ def optimize_command(
     from tagifai.training import THREADS_ENV
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar tells the story
+
     if study_name:
         _check_name("--study-name", study_name)
     # 0 and "" from `mlflow run`'s defaults mean "not given".
@@ -500,6 +505,7 @@ def optimize_command(
     with (
         local.local_workers(workers, helper_command, study_config.seed),
         _StudyProgress(study_config.study_name, study_config.metric) as progress,
+        _epoch_lines(verbose),
     ):
         result = study.run_study(
             study_config,
@@ -542,6 +548,25 @@ def _print_study_summary(result: Any, n_trials: int, workload: Any) -> None:
         f"next: make train-best TASK={workload.name} STUDY={name}  |  make ui (MLflow)  |  "
         f"make dashboard (Optuna)  |  tagifai report --study {name} --output {name}.html"
     )
+
+
+@contextlib.contextmanager
+def _epoch_lines(verbose: bool) -> Iterator[None]:
+    """With --verbose, one line per epoch of every trial on stderr while inside."""
+    if not verbose:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    epochs = logging.getLogger("tagifai.study")
+    level = epochs.level
+    epochs.setLevel(logging.INFO)
+    epochs.addHandler(handler)
+    try:
+        yield
+    finally:
+        epochs.removeHandler(handler)
+        epochs.setLevel(level)
 
 
 def _short(value: Any) -> str:

@@ -252,6 +252,8 @@ class _TrialReporter:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         failpoint("trial")
+        shown = ", ".join(f"{key}={value:.4g}" for key, value in metrics.items())
+        logger.info("trial %d epoch %d: %s", self.trial.number, epoch, shown)  # --verbose
         self.tracked.on_epoch_end(epoch, metrics)
         self.trial.report(metrics[self.metric], step=epoch)
         if self.trial.should_prune():

@@ -273,3 +273,30 @@ def test_train_best_trains_the_study_it_is_asked_for(workdir, tiny_params_file):
     ]:
         refused = runner.invoke(app, ["train-best", *args])
         assert refused.exit_code == 2 and message in refused.stderr, refused.output
+
+
+@pytest.mark.training
+def test_progress_is_one_line_per_trial_and_epochs_only_when_verbose(
+    workdir, tiny_params_file, experiment_name
+):
+    config = _config(workdir / "study.yaml", tiny_params_file, experiment_name, n_trials=2)
+    quiet = CliRunner().invoke(app, ["optimize", "--config", str(config)])
+    assert quiet.exit_code == 0, quiet.output
+    # Not a terminal here: one plain line per finished trial, the best so far in it.
+    trial_lines = [line for line in quiet.stderr.splitlines() if line.startswith("[")]
+    assert [line.split()[0:3] for line in trial_lines] == [
+        ["[1/2]", "trial", "0"],
+        ["[2/2]", "trial", "1"],
+    ]
+    assert all("best" in line for line in trial_lines)
+    assert " epoch " not in quiet.stderr
+    # The end: best value and params, where they are, what to run next.
+    assert "best val_f1 = " in quiet.stdout and "decision rule: threshold" in quiet.stdout
+    assert "make train-best TASK=text STUDY=" + experiment_name in quiet.stdout
+
+    more = ["optimize", "--config", str(config), "--n-trials", "3", "--verbose"]
+    verbose = CliRunner().invoke(app, more)
+    assert verbose.exit_code == 0, verbose.output
+    trial = optuna.load_study(study_name=experiment_name, storage=study.DEFAULT_STORAGE).trials[2]
+    epochs = [line for line in verbose.stderr.splitlines() if line.startswith("trial 2 epoch ")]
+    assert len(epochs) == trial.user_attrs["epochs"] and "val_f1=" in epochs[0]
