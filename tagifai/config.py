@@ -24,6 +24,7 @@ __all__ = [
     "DATA_CACHE_DIR",
     "EXPERIMENTS_DIR",
     "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
     "NAME_RULE",
     "SAMPLE_DATA_DIR",
     "Name",
@@ -40,6 +41,7 @@ CONFIG_DIR = Path("config")
 EXPERIMENTS_DIR = Path("experiments")
 DATA_CACHE_DIR = Path("data")
 MAX_CONFIG_BYTES = 1024 * 1024  # a params or study file is a few KB; refuse anything huge
+MAX_CONFIG_DEPTH = 32  # a config nests 4-5 levels; deeper is a mistake or an attack
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -118,16 +120,52 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
     except OSError as exc:
         raise TagifaiError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=_NoAliasLoader)
     except json.JSONDecodeError as exc:
         raise TagifaiError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except (yaml.YAMLError, RecursionError) as exc:
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        # ValueError: an integer of more digits than Python converts (a number too large).
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise TagifaiError(f"{path}: invalid YAML{line}") from None
+        problem = getattr(exc, "problem", None) or str(exc).split(":")[0]
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise TagifaiError(f"{path}: invalid {kind}{line}: {str(problem)[:120]}") from None
     if not isinstance(data, dict):
         raise TagifaiError(f"{path}: expected a mapping of keys to values")
+    if _depth(data) > MAX_CONFIG_DEPTH:
+        raise TagifaiError(f"{path}: nested deeper than {MAX_CONFIG_DEPTH} levels")
     return data
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: config files need none, and a few aliases of aliases can
+    expand a small file into gigabytes (the "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in config files", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and mappings (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_CONFIG_DEPTH:
+            break
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 def validate(model: type[M], data: Any, source: str) -> M:

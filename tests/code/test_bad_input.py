@@ -686,6 +686,47 @@ CASES = [
         expected=("expected a 'text' column or 'title'/'description'", "['name', 'body']"),
         model=True,
     ),
+    # --- parsers with bounds: aliases, depth, huge integers ---------------------------------
+    case(
+        "yaml-billion-laughs",
+        *("optimize", "--config", "s.yaml"),
+        files={
+            "s.yaml": "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+            )
+        },
+        expected=("s.yaml: invalid YAML at line 2", "aliases (*name) are not allowed"),
+    ),
+    case(
+        "yaml-nested-too-deep",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": "a: " + "[" * 40 + "1" + "]" * 40 + "\n"},
+        expected=("s.yaml: nested deeper than 32 levels",),
+    ),
+    case(
+        "json-nested-too-deep",
+        *("train", "--params", "p.json"),
+        files={"p.json": '{"data": ' + "[" * 50 + "]" * 50 + "}"},
+        expected=("p.json: nested deeper than 32 levels",),
+    ),
+    case(
+        "json-nested-past-the-recursion-limit",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": '{"data": ' + "[" * 100_000 + "]" * 100_000 + "}"},
+        expected=("p.json: invalid JSON",),
+    ),
+    case(
+        "json-integer-of-5000-digits",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": '{"seed": ' + "9" * 5000 + "}"},
+        expected=("p.json: invalid JSON", "digits"),
+    ),
     # --- names that would become paths (study and experiment names are folders) --------
     *(
         case(
