@@ -25,6 +25,7 @@ __all__ = [
     "EXPERIMENTS_DIR",
     "MAX_CONFIG_BYTES",
     "MAX_CONFIG_DEPTH",
+    "MAX_CONFIG_VALUES",
     "NAME_RULE",
     "SAMPLE_DATA_DIR",
     "Name",
@@ -42,6 +43,7 @@ EXPERIMENTS_DIR = Path("experiments")
 DATA_CACHE_DIR = Path("data")
 MAX_CONFIG_BYTES = 1024 * 1024  # a params or study file is a few KB; refuse anything huge
 MAX_CONFIG_DEPTH = 32  # a config nests 4-5 levels; deeper is a mistake or an attack
+MAX_CONFIG_VALUES = 100_000  # values a config holds, YAML aliases expanded (a few hundred)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -120,10 +122,7 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
     except OSError as exc:
         raise TagifaiError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.load(text, Loader=_NoAliasLoader)
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
         raise TagifaiError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
@@ -135,37 +134,29 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
         raise TagifaiError(f"{path}: invalid {kind}{line}: {str(problem)[:120]}") from None
     if not isinstance(data, dict):
         raise TagifaiError(f"{path}: expected a mapping of keys to values")
-    if _depth(data) > MAX_CONFIG_DEPTH:
+    depth, values = _shape(data)
+    if values > MAX_CONFIG_VALUES:
+        # YAML aliases share one object: a few aliases of aliases (the "billion laughs")
+        # make a small file that any reader of it walks for ever.
+        raise TagifaiError(f"{path}: expands to more than {MAX_CONFIG_VALUES} values")
+    if depth > MAX_CONFIG_DEPTH:
         raise TagifaiError(f"{path}: nested deeper than {MAX_CONFIG_DEPTH} levels")
     return data
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases: config files need none, and a few aliases of aliases can
-    expand a small file into gigabytes (the "billion laughs")."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in config files", mark
-            )
-        return super().compose_node(parent, index)
-
-
-def _depth(value: Any) -> int:
-    """How deeply ``value`` nests lists and mappings (iterative: no recursion limit)."""
-    deepest, stack = 0, [(value, 1)]
+def _shape(value: Any) -> tuple[int, int]:
+    """How deeply ``value`` nests, and how many values it holds counted as a reader walks
+    them (shared ones once per reference); both stop counting past their bounds."""
+    deepest, values, stack = 0, 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        deepest = max(deepest, level)
-        if level > MAX_CONFIG_DEPTH:
+        deepest, values = max(deepest, level), values + 1
+        if level > MAX_CONFIG_DEPTH or values > MAX_CONFIG_VALUES:
             break
-        children = (
-            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        )
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
-    return deepest
+        if isinstance(item, dict | list):
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest, values
 
 
 def validate(model: type[M], data: Any, source: str) -> M:

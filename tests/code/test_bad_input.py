@@ -697,7 +697,7 @@ CASES = [
                 for p, n in zip("abcdefgh", "bcdefghi", strict=True)
             )
         },
-        expected=("s.yaml: invalid YAML at line 2", "aliases (*name) are not allowed"),
+        expected=("s.yaml: expands to more than 100000 values",),
     ),
     case(
         "yaml-nested-too-deep",
