@@ -140,7 +140,8 @@ def worker(args: argparse.Namespace) -> None:
         return x
 
     ran = coordination.work(study, tracker.track(objective), args.trials, None, [tracker.callback])
-    tracker.end("FINISHED")
+    # The last worker out finishes the shared parent; the others leave it running.
+    tracker.end("FINISHED" if coordination.study_is_complete(study, args.trials) else "RUNNING")
     Path(args.result).write_text(
         json.dumps({"ran": ran, "storage": storage_times, "mlflow": mlflow_times})
     )

@@ -253,7 +253,7 @@ def _model_section(trained: TrainedModel | None, link: Any) -> list[str]:
 
 def _table(rows: Iterable[tuple[Any, Any]]) -> str:
     body = "".join(
-        f"<tr><th>{_e(key)}</th><td>{value if _is_markup(value) else _e(value)}</td></tr>"
+        f"<tr><th>{_e(key)}</th><td>{value if isinstance(value, _Markup) else _e(value)}</td></tr>"
         for key, value in rows
     )
     return f"<table>{body}</table>"
@@ -261,10 +261,6 @@ def _table(rows: Iterable[tuple[Any, Any]]) -> str:
 
 class _Markup(str):
     """Text that is already HTML (escaped where it came from outside)."""
-
-
-def _is_markup(value: Any) -> bool:
-    return isinstance(value, _Markup)
 
 
 def _run(run_id: Any, link: Any) -> _Markup:
