@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -29,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tagifai.errors import TagifaiError
+from tagifai.errors import TagifaiError, disk_full
 
 __all__ = ["app", "main"]
 
@@ -54,10 +55,16 @@ def _is_environment_error(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException | SQLAlchemyError)
 
 
+def _say(line: str) -> None:
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def command(name: str) -> Callable[[F], F]:
     """Register a CLI command whose project errors become one stderr line and exit code 2.
 
-    Ctrl-C becomes exit code 130 with a line saying the work can be resumed.
+    A full disk, an unwritable folder or a storage that refuses is one line and exit
+    code 1; Ctrl-C (and SIGTERM) is exit code 130 with a line saying the work can be
+    resumed.
     """
 
     def register(func: F) -> F:
@@ -66,42 +73,51 @@ def command(name: str) -> Callable[[F], F]:
             try:
                 return func(*args, **kwargs)
             except TagifaiError as exc:
-                err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+                _say(f"error: {exc}")
                 raise typer.Exit(2) from None
-            except OSError as exc:
-                # Disk full, a read-only or unwritable folder: say where, no traceback.
-                where = exc.filename or "output"
-                err_console.print(
-                    f"error: {where}: {exc.strerror or exc}",
-                    markup=False,
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                raise typer.Exit(1) from None
-            except Exception as exc:
-                if not _is_environment_error(exc):
-                    raise
-                # A storage or tracking server that refuses: one line, no traceback.
-                message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-                err_console.print(
-                    f"error: {type(exc).__name__}: {message}",
-                    markup=False,
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                raise typer.Exit(1) from None
             except KeyboardInterrupt:
-                err_console.print(
-                    f"interrupted: run the same `tagifai {name}` command again to resume",
-                    markup=False,
-                    highlight=False,
-                )
+                _say(f"interrupted: run the same `tagifai {name}` command again to resume")
                 raise typer.Exit(130) from None
+            except Exception as exc:
+                full = disk_full(exc)
+                if full is not None:
+                    _say(
+                        f"error: {full}: free some space, then run the same `tagifai {name}` "
+                        "command again (runs left open are closed FAILED by the next command)"
+                    )
+                elif isinstance(exc, OSError):  # a read-only or unwritable folder: say where
+                    _say(f"error: {exc.filename or 'output'}: {exc.strerror or exc}")
+                elif _is_environment_error(exc):  # a storage or tracking server that refuses
+                    first = (str(exc).strip() or repr(exc)).splitlines()[0]
+                    _say(f"error: {type(exc).__name__}: {first[:300]}")
+                else:
+                    raise
+                raise typer.Exit(1) from None
 
         app.command(name)(wrapper)
         return func
 
     return register
+
+
+class _QuietEndings(logging.Filter):
+    """Drop the tracebacks Optuna and MLflow log for an interrupt or a full disk.
+
+    The command ends on those with one line of its own (:func:`command`); Optuna's
+    "Trial N failed" warnings with their tracebacks, and MLflow's logged SQLAlchemy
+    errors, would bury it. Any other failure is still logged in full.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = False  # an ending was dropped: drop the "failed with value" line after it
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (isinstance(exc, KeyboardInterrupt) or disk_full(exc)):
+            self.ended = True
+            return False
+        return not (self.ended and "failed with value" in record.getMessage())
 
 
 TaskOption = Annotated[
@@ -739,6 +755,15 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    """A background thread (Optuna's heartbeat) that met a full disk ends quietly: the
+    main thread meets it too, and says so in one line."""
+    if args.exc_value is not None and disk_full(args.exc_value):
+        logging.getLogger(__name__).debug("thread %s: %s", args.thread, args.exc_value)
+        return
+    threading.__excepthook__(args)
+
+
 def main() -> None:
     """Entry point: run the app; project errors become one line and exit code 2.
 
@@ -746,11 +771,15 @@ def main() -> None:
     and the study is left resumable.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet = _QuietEndings()
+    for name in ("optuna.study._optimize", "mlflow.store.db.utils"):
+        logging.getLogger(name).addFilter(quiet)
+    threading.excepthook = _thread_excepthook
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except TagifaiError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        _say(f"error: {exc}")
         sys.exit(2)
 
 

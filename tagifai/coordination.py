@@ -27,7 +27,7 @@ import optuna
 import sqlalchemy as sa
 import sqlalchemy.exc
 
-from tagifai.errors import TagifaiError
+from tagifai.errors import TagifaiError, disk_full
 
 __all__ = [
     "DONE_STATES",
@@ -137,29 +137,45 @@ def study_is_complete(study: optuna.Study, n_trials: int) -> bool:
     return remaining_trials(study, n_trials) == 0 and not busy
 
 
-def _guard(
-    objective: Callable[[optuna.Trial], float], n_trials: int
-) -> Callable[[optuna.Trial], float]:
-    """Refuse a trial numbered after the study's ``n_trials`` live slots are taken.
+class _Guarded:
+    """The objective as one worker runs it: surplus trials refused, failures remembered.
 
     Two workers can both see one free slot and both start a trial; the later one
-    (by trial number, which the storage hands out atomically) stops here, before
-    any training or MLflow run, and is recorded as FAIL with ``surplus=True``.
+    (by trial number, which the storage hands out atomically) stops before any
+    training or MLflow run, and is recorded as FAIL with ``surplus=True``.
+
+    Optuna records a failed trial and goes on to the next; a failure that the next
+    trial would meet too is kept in ``stop`` so that :func:`work` ends the study's
+    run here: a full disk, or a config/data problem (``TagifaiError``).
     """
 
-    def guarded(trial: optuna.Trial) -> float:
+    def __init__(self, objective: Callable[[optuna.Trial], float], n_trials: int) -> None:
+        self.objective = objective
+        self.n_trials = n_trials
+        self.stop: BaseException | None = None
+        self.last_error = ""
+
+    def __call__(self, trial: optuna.Trial) -> float:
         earlier = [
             t
             for t in trial.study.get_trials(deepcopy=False, states=CLAIMED_STATES)
             if t.number < trial.number or t.state == optuna.trial.TrialState.WAITING
         ]
-        if len(earlier) >= n_trials:
+        if len(earlier) >= self.n_trials:
             trial.set_user_attr("worker", worker_id())
             trial.set_user_attr("surplus", True)
-            raise SurplusTrial(f"trial {trial.number}: the study already has {n_trials} trials")
-        return objective(trial)
-
-    return guarded
+            raise SurplusTrial(
+                f"trial {trial.number}: the study already has {self.n_trials} trials"
+            )
+        try:
+            return self.objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {str(exc).strip()}"
+            if isinstance(exc, TagifaiError) or disk_full(exc):
+                self.stop = exc
+            raise
 
 
 def work(
@@ -178,10 +194,12 @@ def work(
     Raises:
         TagifaiError: After ``MAX_FAILURES_IN_A_ROW`` trials of this worker failed
             in a row: the objective cannot succeed, and retrying would loop forever.
+            A trial's own ``TagifaiError`` (config or data) is raised at once.
+        OSError: Or whatever error found the disk full, at once.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = failures = 0
-    guarded = _guard(objective, n_trials)
+    guarded = _Guarded(objective, n_trials)
     while deadline is None or time.monotonic() < deadline:
         with warnings.catch_warnings():  # "experimental" since Optuna 2.9: not news to users
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -195,6 +213,8 @@ def work(
             continue
         study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
         ran += 1
+        if guarded.stop is not None:
+            raise guarded.stop
         mine = [
             t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker_id()
         ]
@@ -204,10 +224,10 @@ def work(
                 continue
             failures += 1
             if failures >= MAX_FAILURES_IN_A_ROW:
-                reason = last.system_attrs.get("fail_reason", "see the log")
+                last_error = guarded.last_error.splitlines()[0] if guarded.last_error else "?"
                 raise TagifaiError(
                     f"study {study.study_name!r}: {failures} trials failed in a row, giving up; "
-                    f"last: {str(reason).splitlines()[-1][:200]}"
+                    f"last: {last_error[:200]}"
                 )
         else:
             failures = 0

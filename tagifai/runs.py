@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -29,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tagifai.errors import TagifaiError
+from tagifai.faults import failpoint
 from tagifai.files import write_json_atomic
 from tagifai.logged_models import log_predictor
 from tagifai.predict import Predictor
@@ -43,6 +45,7 @@ __all__ = [
     "MlflowReporter",
     "NullTracker",
     "StudyTracker",
+    "close_stale_runs",
     "log_dataset",
     "log_run_params",
     "log_training",
@@ -54,6 +57,65 @@ logger = logging.getLogger(__name__)
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attribute holding the parent run id
 STORE_ATTR = "mlflow_tracking_uri"  # and the tracking store that holds it
 TRIAL_RUN_ATTR = "mlflow_run_id"  # trial system attribute the MLflowCallback sets
+# Which process holds a run open: a run of a process that is gone is closed FAILED by
+# the next command on that host (a killed `train` would leave it RUNNING for good).
+HOST_TAG = "tagifai.host"
+PID_TAG = "tagifai.pid"
+STALE_SEARCH_LIMIT = 1000  # RUNNING runs looked at per command
+
+
+def _owner_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def close_stale_runs(experiment_id: str) -> list[str]:
+    """Close FAILED the RUNNING runs that a process on this host left open when it died.
+
+    A SIGKILL (or the OOM killer, or a power cut) gives a process no chance to end
+    its run. Runs tagged with this host's name and a process id that no longer
+    exists are closed here, with a ``tagifai.closed_by`` tag saying so. Runs of
+    other hosts are left alone: their processes cannot be seen from here.
+
+    Returns:
+        The ids of the runs closed.
+    """
+    host = socket.gethostname()
+    client = MlflowClient()
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=STALE_SEARCH_LIMIT,
+    )
+    closed = []
+    for run in running:
+        pid = run.data.tags.get(PID_TAG, "")
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        client.set_tag(
+            run.info.run_id,
+            "tagifai.closed_by",
+            f"process {pid} on {host} ended without closing this run; "
+            f"closed FAILED by process {os.getpid()}",
+        )
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        closed.append(run.info.run_id)
+    if closed:
+        logger.warning(
+            "closed %d run(s) FAILED that killed processes left RUNNING: %s",
+            len(closed),
+            ", ".join(closed),
+        )
+    return closed
 
 
 class MlflowReporter:
@@ -84,6 +146,7 @@ class MlflowReporter:
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Queue ``metrics`` at ``step=epoch`` (written if the last write is old), then
         forward them."""
+        failpoint("epoch")  # a process killed mid-training
         timestamp = int(time.time() * 1000)
         self._pending.extend(
             Metric(f"epoch_{key}", float(value), timestamp, epoch) for key, value in metrics.items()
@@ -131,7 +194,10 @@ def train_run(
         The run id.
     """
     experiment_id = ensure_experiment(experiment_name)
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    close_stale_runs(experiment_id)
+    run = mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags={**(tags or {}), **_owner_tags()}
+    )
     status = RunStatus.FINISHED
     try:
         yield run.info.run_id
@@ -142,7 +208,13 @@ def train_run(
         status = RunStatus.FAILED
         raise
     finally:
-        mlflow.end_run(RunStatus.to_string(status))
+        if status == RunStatus.FINISHED:
+            mlflow.end_run(RunStatus.to_string(status))
+        else:  # the error that ended the run is what the user sees, not a failed close
+            try:
+                mlflow.end_run(RunStatus.to_string(status))
+            except Exception as exc:
+                logger.debug("could not close run %s: %s", run.info.run_id, exc)
 
 
 def log_run_params(
@@ -341,6 +413,7 @@ class StudyTracker:
             self.experiment_id = ensure_experiment(experiment_name)
             mlflow.set_experiment(experiment_id=self.experiment_id)
             run = mlflow.start_run(run_name=study.study_name)
+        close_stale_runs(self.experiment_id)
         if launched:
             _file_launcher_run(client, launched, run.info.run_id, study.study_name)
         self.parent_run_id = run.info.run_id
@@ -449,15 +522,26 @@ class StudyTracker:
 
     def abort(self, interrupted: bool) -> None:
         """After Ctrl-C/SIGTERM or an error: the open trial's run is KILLED
-        (interrupted) or FAILED, the parent is left KILLED/FAILED and resumable."""
+        (interrupted) or FAILED, the parent is left KILLED/FAILED and resumable.
+
+        Best effort: when the store cannot be written (a full disk, a server gone),
+        the runs stay RUNNING for :func:`close_stale_runs` in the next command, and
+        the error that stopped the study is the one the user sees.
+        """
         status = "KILLED" if interrupted else "FAILED"
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id != self.parent_run_id:
-            mlflow.end_run(status)
-        elif interrupted and self.trial_run_id is not None:
-            # The child's `with start_run()` already ended it FAILED on the way out.
-            MlflowClient().set_terminated(self.trial_run_id, status)
-        self.end(status)
+        try:
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id != self.parent_run_id:
+                mlflow.end_run(status)
+            elif interrupted and self.trial_run_id is not None:
+                # The child's `with start_run()` already ended it FAILED on the way out.
+                MlflowClient().set_terminated(self.trial_run_id, status)
+            self.end(status)
+        except Exception as exc:
+            logger.debug("could not close the study's runs: %s", exc)
+            while mlflow.active_run() is not None:  # end_run pops before it writes
+                with contextlib.suppress(Exception):
+                    mlflow.end_run(status)
 
     def end(self, status: str = "FINISHED") -> None:
         """End this process's hold on the parent run with ``status``.
@@ -502,6 +586,7 @@ class StudyTracker:
     def trial_started(self, params: RunParams, sampled: dict[str, Any]) -> None:
         """Inside a trial's child run: exactly the knobs its model uses, the ``sampled``
         ones as Optuna sampled them."""
+        mlflow.set_tags(_owner_tags())
         log_run_params(params, with_data=False, sampled=sampled)
 
     def trial_resumed(self, previous: int | None, previous_run: str | None, epoch: int) -> None:

@@ -4,11 +4,13 @@ loses a completed trial, never leaves half a file, and the re-run closes every r
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -37,6 +39,7 @@ search_space:
     ngram:
       dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
 """
+OPTIMIZE = [sys.executable, "-m", "tagifai.cli", "optimize", "--config", "study.yaml"]
 EPOCHS = 80  # per slow trial; a trial is interrupted only while it has most of them left
 
 
@@ -69,7 +72,7 @@ def _default_sigint() -> None:
 
 def _start(cwd: Path, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tagifai.cli", "optimize", "--config", "study.yaml"],
+        OPTIMIZE,
         cwd=cwd,
         env=subprocess_env(MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}", **env),
         stdout=subprocess.PIPE,
@@ -142,7 +145,9 @@ def test_signal_marks_trial_and_leaves_study_resumable(slow_study_dir, sig):
     assert interrupted is not None, f"no second trial to interrupt: {proc.communicate()[1][-2000:]}"
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
-    assert "interrupted" in err and "resume" in err
+    # One line says so: no traceback from Optuna or MLflow (progress lines start with "[").
+    said = [line for line in err.splitlines() if not line.startswith("[")]
+    assert said == ["interrupted: run the same `tagifai optimize` command again to resume"], err
 
     study = _study(slow_study_dir)
     trial = study.trials[interrupted]
@@ -175,3 +180,117 @@ def test_sigkill_at_a_failpoint_then_rerun_finishes(study_dir, point):
     else:
         assert len(before) == 2  # every trial was done; the summary was not
     _check_resumed(study_dir, before, study.user_attrs.get("mlflow_parent_run_id"))
+
+
+def test_a_killed_train_leaves_its_run_to_the_next_command(tmp_path, tiny_params_file):
+    """SIGKILL mid-training cannot end the run; the next train on this host closes it."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    train = [
+        sys.executable,
+        "-m",
+        "tagifai.cli",
+        "train",
+        "--params",
+        str(tiny_params_file),
+        "--experiment-name",
+        "killed",
+    ]
+    env = subprocess_env(MLFLOW_TRACKING_URI=store, TAGIFAI_FAILPOINT="epoch")
+    killed = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("killed")
+    (left,) = client.search_runs([experiment.experiment_id])
+    assert left.info.status == "RUNNING"
+    pid = left.data.tags["tagifai.pid"]
+
+    again = subprocess.run(
+        train,
+        cwd=tmp_path,
+        env=subprocess_env(MLFLOW_TRACKING_URI=store),
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "closed 1 run(s) FAILED" in again.stderr and left.info.run_id in again.stderr
+    closed = client.get_run(left.info.run_id)
+    assert closed.info.status == "FAILED"
+    assert f"process {pid} on" in closed.data.tags["tagifai.closed_by"]
+    statuses = sorted(r.info.status for r in client.search_runs([experiment.experiment_id]))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs: a disk that really fills up (mounting needs root, as in CI)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Write zeros until the disk refuses; return the file that holds them."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def test_a_full_disk_stops_the_study_with_one_line(small_disk, tiny_params):
+    """The disk fills up mid-study: one line, no traceback; after freeing space the same
+    command finishes the study, keeps the completed trial and closes every run."""
+    cwd = _study_dir(small_disk, tiny_params, EPOCHS)
+    (cwd / "study.yaml").write_text(
+        (cwd / "study.yaml").read_text().replace("n_trials: 2", "n_trials: 30")
+    )
+    proc = _start(cwd)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # wait for the first trial to end, then fill the disk
+        seen.append(line)
+        if "trial 0 complete" in line:
+            break
+    else:
+        pytest.fail(f"optimize ended before its first trial did: {''.join(seen)[-2000:]}")
+    filler = _fill(small_disk)
+    _, rest = proc.communicate(timeout=600)
+    err = "".join(seen) + rest
+    assert proc.returncode == 1, err[-3000:]
+    said = [line for line in err.splitlines() if not line.startswith("[")]
+    assert len(said) == 1, err[-3000:]
+    assert said[0].startswith("error: no space left") and "`tagifai optimize`" in said[0]
+
+    filler.unlink()
+    before = _completed(_study(cwd))
+    assert 0 in before
+    rerun = subprocess.run(
+        [*OPTIMIZE, "--n-trials", str(len(before) + 1)],
+        cwd=cwd,
+        env=subprocess_env(MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}"),
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = _completed(_study(cwd))
+    assert {n: after[n] for n in before} == before
+    client = _client(cwd)
+    experiment = client.get_experiment_by_name("interrupted")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [p.info.status for p in parents] == ["FINISHED"]
