@@ -119,9 +119,8 @@ dashboard: install ## optuna-dashboard on http://127.0.0.1:8080 for the studies 
 report: install ## One self-contained HTML page about STUDY: reports/<study>.html
 	tagifai report --study $(STUDY) --output reports/$(STUDY).html
 
-serve: install ## Serve the champion model on http://127.0.0.1:5001/invocations
-	@tagifai check-model "$(MODEL_URI)"
-	mlflow models serve -m "$(MODEL_URI)" --env-manager local --host $(HOST) --port $(SERVE_PORT)
+serve: install ## Serve the champion model on http://127.0.0.1:5001/invocations (tagifai serve)
+	tagifai serve --model-uri "$(MODEL_URI)" --host $(HOST) --port $(SERVE_PORT)
 
 bench: install ## Benchmarks on the real data (../shared; text ~20 min + images ~45 min on 2 cores); writes benchmarks/RESULTS.md
 	$(PY) -m benchmarks.run_all

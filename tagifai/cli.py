@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 
 from tagifai.errors import TagifaiError, disk_full
+from tagifai.serving import LOOPBACK_HOSTS
 
 __all__ = ["app", "main"]
 
@@ -719,6 +720,41 @@ def check_model_command(
     tracking.configure(read_only=True)
     metadata = inspect_model(model_uri)
     console.print(f"{model_uri}: a tagifai {metadata.get('task', '')} model, ready to serve")
+
+
+@command("serve")
+def serve_command(
+    model_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--model-uri", help="Any MLflow model URI. [default: models:/<task's model>@champion]"
+        ),
+    ] = None,
+    task: TaskOption = "text",
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind (loopback: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)
+    ] = 5001,
+    allowed_hosts: Annotated[
+        str,
+        typer.Option(
+            "--allowed-hosts",
+            help="Comma-separated Host header values answered; others get a 400.",
+        ),
+    ] = ",".join(LOOPBACK_HOSTS),
+) -> None:
+    """Serve a tagifai model: MLflow's scoring server (/invocations), foreign models
+    refused, Host header checked, request bodies bounded."""
+    from tagifai import serving, tracking
+
+    hosts = [name.strip() for name in allowed_hosts.split(",") if name.strip()]
+    if not hosts:
+        raise TagifaiError(f"--allowed-hosts: no host name in {allowed_hosts!r:.80}")
+    uri = model_uri or f"models:/{_workload(task).model_name}@champion"
+    tracking.configure(read_only=True)
+    serving.serve(uri, host, port, hosts)
 
 
 @command("init-experiment")

@@ -25,7 +25,14 @@ import tagifai
 from tagifai.errors import TagifaiError
 from tagifai.predict import MODEL_FORMAT, Predictor
 
-__all__ = ["PIP_REQUIREMENTS", "check_model", "inspect_model", "load_predictor", "log_predictor"]
+__all__ = [
+    "PIP_REQUIREMENTS",
+    "check_model",
+    "download_model",
+    "inspect_model",
+    "load_predictor",
+    "log_predictor",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +145,7 @@ def load_predictor(model_uri: str) -> Predictor:
         TagifaiError: If the URI names no model, or a model that is not tagifai's.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(model_uri, Path(tmp))
+        local = download_model(model_uri, Path(tmp))
         check_model(local, model_uri)
         return Predictor.load(local / "artifacts" / "predictor")
 
@@ -150,10 +157,15 @@ def inspect_model(model_uri: str) -> dict[str, Any]:
         TagifaiError: If the URI names no model, or a model that is not tagifai's.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        return check_model(_download(model_uri, Path(tmp)), model_uri)
+        return check_model(download_model(model_uri, Path(tmp)), model_uri)
 
 
-def _download(model_uri: str, folder: Path) -> Path:
+def download_model(model_uri: str, folder: Path) -> Path:
+    """The model's files, downloaded into ``folder`` (nothing is loaded).
+
+    Raises:
+        TagifaiError: If the URI names no model.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -162,6 +162,22 @@ def model_server(model_uri: str, folder: Path) -> Iterator[str]:
         yield f"{base}/invocations"
 
 
+@contextmanager
+def tagifai_server(model_uri: str, folder: Path, *options: str) -> Iterator[str]:
+    """``tagifai serve`` for ``model_uri`` on 127.0.0.1; yields its /invocations URL.
+
+    Its log is ``folder/tagifai-serve.log``.
+    """
+    port = free_port()
+    command = [
+        str(REPO / ".venv" / "bin" / "tagifai"), "serve", "--model-uri", model_uri,
+        "--port", str(port), *options,
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with http_server(command, folder, f"{base}/ping", "tagifai-serve"):
+        yield f"{base}/invocations"
+
+
 def post_json(url: str, payload: object) -> tuple[int, dict]:
     """POST ``payload`` as JSON; the status and the decoded answer (errors included)."""
     request = urllib.request.Request(

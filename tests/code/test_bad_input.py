@@ -956,11 +956,14 @@ class PickledForeign(mlflow.pyfunc.PythonModel):
         "saved-pickled-model-claiming-tagifai",
     ],
 )
-def test_predict_refuses_a_model_tagifai_did_not_write(
-    workdir: Path, where: str, kind: str, claims_tagifai: bool
+@pytest.mark.parametrize("command", ["predict", "serve", "check-model"])
+def test_loading_refuses_a_model_tagifai_did_not_write(
+    workdir: Path, where: str, kind: str, claims_tagifai: bool, command: str
 ) -> None:
-    """`tagifai predict --model-uri` on another tool's model: one line, exit 2, and none
-    of the model's code runs (not its module, nor load_context, nor unpickling)."""
+    """`tagifai predict/serve/check-model` on another tool's model: one line, exit 2, and
+    none of the model's code runs (not its module, nor load_context, nor unpickling)."""
+    from helpers import free_port
+
     marker = workdir / "foreign_code_ran"
     code = workdir / "foreign_model.py"
     code.write_text(FOREIGN_MODEL_CODE.format(marker=str(marker)))
@@ -978,7 +981,12 @@ def test_predict_refuses_a_model_tagifai_did_not_write(
     marker.unlink(missing_ok=True)  # MLflow may run a model's code while saving it
     before = _tree(workdir)
 
-    result = CliRunner().invoke(app, ["predict", "some text", "--model-uri", uri])
+    args = {
+        "predict": ["predict", "some text", "--model-uri", uri],
+        "serve": ["serve", "--model-uri", uri, "--port", str(free_port())],
+        "check-model": ["check-model", uri],
+    }[command]
+    result = CliRunner().invoke(app, args)
 
     output = result.stdout + result.stderr
     assert result.exit_code == 2, output
@@ -1001,6 +1009,8 @@ GONE_SERVER_COMMANDS = [
     pytest.param(("evaluate", "--run-id", UNKNOWN_RUN), id="evaluate"),
     pytest.param(("summarize", "--study", "bad-input"), id="summarize"),
     pytest.param(("check-model", "models:/tagifai@champion"), id="check-model"),
+    pytest.param(("serve", "--model-uri", "models:/tagifai@champion"), id="serve"),
+    pytest.param(("train-best", "--from-run", UNKNOWN_RUN), id="train-best"),
     pytest.param(("init-experiment", "somewhere"), id="init-experiment"),
 ]
 

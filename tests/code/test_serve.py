@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from helpers import model_server, post_json
+from helpers import model_server, post_json, tagifai_server
 
-from tagifai import jobs, tracking
+from tagifai import jobs, serving, tracking
 from tagifai.best_params import BestParams
 from tagifai.workloads.base import DecisionRule
 
 pytestmark = [pytest.mark.server, pytest.mark.training]
 
 
-@pytest.fixture
-def served_model(workdir, tiny_params, sample_paths) -> Iterator[tuple[str, float]]:
-    """The champion served on 127.0.0.1: (its /invocations URL, its tuned threshold)."""
+def _train_champion(tiny_params, sample_paths) -> jobs.TrainOutcome:
+    """Train the tiny params as the text champion (models:/tagifai@champion)."""
     tracking.configure()
     dataset, splits = jobs.load_data(tiny_params, *sample_paths)
     best = BestParams(
@@ -35,6 +38,14 @@ def served_model(workdir, tiny_params, sample_paths) -> Iterator[tuple[str, floa
     )
     outcome = jobs.train_best(best, dataset, splits)
     assert outcome.promoted and outcome.decision is not None
+    return outcome
+
+
+@pytest.fixture
+def served_model(workdir, tiny_params, sample_paths) -> Iterator[tuple[str, float]]:
+    """The champion served on 127.0.0.1: (its /invocations URL, its tuned threshold)."""
+    outcome = _train_champion(tiny_params, sample_paths)
+    assert outcome.decision is not None
     with model_server("models:/tagifai@champion", workdir) as url:
         yield url, outcome.decision.summary
 
@@ -107,3 +118,58 @@ def test_served_model_answers_and_rejects_bad_payloads(served_model):
         assert status == 400, (name, status, body)
         assert body.get("message") and expected in body["message"], (name, body)
         assert not body.get("stack_trace"), (name, body)
+
+
+def _post(url: str, body: bytes | Iterator[bytes], **headers: str) -> tuple[int, str]:
+    """POST raw ``body`` (an iterator: chunked) with ``headers``; status and answer text."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=120)
+    try:
+        connection.request(
+            "POST",
+            parts.path,
+            body=body,
+            headers={"Content-Type": "application/json", **headers},
+            encode_chunked=not isinstance(body, bytes),
+        )
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def test_tagifai_serve_checks_the_host_and_bounds_requests(workdir, tiny_params, sample_paths):
+    """`tagifai serve`: MLflow's scoring server, answering only its own host names, with
+    request bodies read up to a limit and unparsable JSON a 400 (never a 500)."""
+    _train_champion(tiny_params, sample_paths)
+    good = json.dumps({"inputs": {"text": ["YOLO finds cars"]}}).encode()
+    with tagifai_server("models:/tagifai@champion", workdir) as url:
+        port = urllib.parse.urlsplit(url).port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+            status, answer = _post(url, good, Host=host)
+            assert status == 200, (host, answer)
+            assert json.loads(answer)["predictions"][0]["probabilities"]
+        # DNS rebinding: a page on another name that resolves to 127.0.0.1
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example"):
+            status, answer = _post(url, good, Host=host)
+            assert status == 400, (host, answer)
+
+        limit = serving.MAX_REQUEST_BYTES
+        big = b'{"inputs": {"text": ["' + b"a" * limit + b'"]}}'
+        chunks = iter([big[i : i + (1 << 20)] for i in range(0, len(big), 1 << 20)])
+        refusals: dict[str, tuple[Any, dict[str, str], int, str]] = {
+            "declared too big": (big, {}, 413, f"over the limit of {limit:,} bytes"),
+            "chunked too big": (chunks, {}, 413, "over the limit"),
+            "deep": (b"[" * 100_000 + b"]" * 100_000, {}, 400, "JSON nested too deeply"),
+            "huge integer": (b'{"inputs": {"text": [' + b"9" * 5000 + b"]}}", {}, 400, "JSON"),
+            "truncated": (good[:-3], {}, 400, "not valid JSON"),
+            "bad utf-8": (b'{"inputs": {"text": ["\xff\xfe"]}}', {}, 400, "not valid JSON"),
+            # uvicorn's own parser answers this one, in plain text
+            "bad length": (good, {"Content-Length": "ten"}, 400, "Invalid HTTP request"),
+        }
+        for name, (body, headers, code, expected) in refusals.items():
+            status, answer = _post(url, body, **headers)
+            assert status == code, (name, status, answer[:300])
+            message = json.loads(answer)["message"] if answer.startswith("{") else answer
+            assert expected in message and len(message) < 300, (name, message)
+        assert _post(url, good)[0] == 200  # still serving after all of that
