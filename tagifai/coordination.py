@@ -153,9 +153,10 @@ class _Guarded:
         self.objective = objective
         self.n_trials = n_trials
         self.stop: BaseException | None = None
-        self.last_error = ""
+        self.error: str | None = None  # why the last trial run here failed (None: it did not)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.error = None
         earlier = [
             t
             for t in trial.study.get_trials(deepcopy=False, states=CLAIMED_STATES)
@@ -172,7 +173,7 @@ class _Guarded:
         except optuna.TrialPruned:
             raise
         except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {str(exc).strip()}"
+            self.error = f"{type(exc).__name__}: {str(exc).strip()}"
             if isinstance(exc, TagifaiError) or disk_full(exc):
                 self.stop = exc
             raise
@@ -215,20 +216,13 @@ def work(
         ran += 1
         if guarded.stop is not None:
             raise guarded.stop
-        mine = [
-            t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker_id()
-        ]
-        last = mine[-1] if mine else None
-        if last is not None and last.state == optuna.trial.TrialState.FAIL:
-            if last.user_attrs.get("surplus"):
-                continue
-            failures += 1
-            if failures >= MAX_FAILURES_IN_A_ROW:
-                last_error = guarded.last_error.splitlines()[0] if guarded.last_error else "?"
-                raise TagifaiError(
-                    f"study {study.study_name!r}: {failures} trials failed in a row, giving up; "
-                    f"last: {last_error[:200]}"
-                )
-        else:
+        if guarded.error is None:  # done, pruned or refused as surplus
             failures = 0
+            continue
+        failures += 1
+        if failures >= MAX_FAILURES_IN_A_ROW:
+            raise TagifaiError(
+                f"study {study.study_name!r}: {failures} trials failed in a row, giving up; "
+                f"last: {guarded.error.splitlines()[0][:200]}"
+            )
     return ran

@@ -3,6 +3,7 @@ surplus trials, and one parent run and one summary for a study run by two worker
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import subprocess
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from tagifai import coordination
 from tagifai.best_params import read_best_params
 from tagifai.cli import app
+from tagifai.errors import TagifaiError
 
 pytestmark = pytest.mark.slow
 
@@ -184,3 +186,38 @@ def test_each_invocation_samples_with_its_own_seed(workdir, tiny_params_file):
     values = [t.params["dropout_p"] for t in study.trials]
     assert len(values) == 6 and len(set(values)) == 6  # no trial sampled twice
     assert [t.user_attrs["sampler_seed"] for t in study.trials] == [11, 11, 11, 12, 12, 12]
+
+
+def _failing(error: Exception):
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0.0, 1.0)
+        raise error
+
+    return objective
+
+
+@pytest.mark.parametrize(
+    ("error", "trials_run", "expected"),
+    [
+        # a bug or a fluke: three tries, then one line with the last error
+        (
+            RuntimeError("loss is nan"),
+            3,
+            "3 trials failed in a row, giving up; last: RuntimeError: loss is nan",
+        ),
+        # a problem of the config or data: every trial would meet it, so the first says it
+        (TagifaiError("params.model.lr: must be finite"), 1, "params.model.lr: must be finite"),
+        # a full disk: stop at once (the CLI turns it into one line)
+        (OSError(errno.ENOSPC, "No space left on device"), 1, "No space left on device"),
+    ],
+    ids=["runtime-error", "config-error", "disk-full"],
+)
+def test_failing_trials_stop_the_worker(error, trials_run, expected):
+    study = optuna.create_study(direction="maximize")
+    with pytest.raises(
+        type(error) if not isinstance(error, RuntimeError) else TagifaiError
+    ) as raised:
+        coordination.work(study, _failing(error), n_trials=10, timeout=None, callbacks=[])
+    assert expected in str(raised.value)
+    assert len(study.trials) == trials_run
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
