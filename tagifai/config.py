@@ -79,7 +79,7 @@ def describe_validation_error(exc: ValidationError, source: str, data: Any = Non
             (a discriminated union adds its tag, e.g. ``model.cnn.lr``, for ``model.lr``).
     """
     err = exc.errors()[0]
-    where = ".".join(_written_path(err["loc"], data)) or "(top level)"
+    where = ".".join(_written_path(err["loc"], data))[:120] or "(top level)"
     message = err["msg"].removeprefix("Value error, ")
     got = f" (got {err['input']!r:.80})" if err["type"] not in ("missing", "value_error") else ""
     if err["type"] == "extra_forbidden":

@@ -12,12 +12,22 @@ _SQLITE_FULL = "database or disk is full"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
+MAX_MESSAGE_CHARS = 500  # an error echoes values from its input: never a megabyte of them
+
+
 class TagifaiError(Exception):
     """A problem the user can fix: bad data, bad config, a bad argument.
 
     The message is one line that names the file, field and value at fault; the
-    CLI prints it without a traceback and exits with code 2.
+    CLI prints it without a traceback and exits with code 2. Whatever values it
+    quotes, it is cut to :data:`MAX_MESSAGE_CHARS` characters.
     """
+
+    def __init__(self, message: str = "") -> None:
+        message = " ".join(str(message).split("\n"))
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = f"{message[: MAX_MESSAGE_CHARS - 40]}... [{len(message):,} characters, cut]"
+        super().__init__(message)
 
 
 def disk_full(exc: BaseException) -> str | None:

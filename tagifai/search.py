@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     ValidationError,
     model_validator,
@@ -59,6 +60,7 @@ ARCHITECTURE = "architecture"  # the first (and only unconditional) param of eve
 # Samplers that model a fixed set of params: one architecture only.
 FIXED_SPACE_SAMPLERS = ("Grid", "QMC", "CMA-ES")
 MAX_GRID_POINTS = 100_000  # a grid bigger than this is a config mistake
+FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 
 
 class IntSpace(BaseModel):
@@ -83,6 +85,10 @@ class IntSpace(BaseModel):
         """The bounds (for validation) of this range."""
         return [self.low, self.high]
 
+    def size(self) -> int:
+        """How many values the grid sampler would try."""
+        return (self.high - self.low) // self.step + 1
+
     def grid(self) -> list[Any]:
         """Every value of the range, for the grid sampler."""
         return list(range(self.low, self.high + 1, self.step))
@@ -102,9 +108,9 @@ class FloatSpace(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["float"]
-    low: float = Field(allow_inf_nan=False)
-    high: float = Field(allow_inf_nan=False)
-    step: float | None = Field(None, gt=0, allow_inf_nan=False)
+    low: StrictFloat = Field(allow_inf_nan=False)
+    high: StrictFloat = Field(allow_inf_nan=False)
+    step: StrictFloat | None = Field(None, gt=0, allow_inf_nan=False)
     log: StrictBool = False
 
     @model_validator(mode="after")
@@ -119,12 +125,16 @@ class FloatSpace(BaseModel):
         """The bounds (for validation) of this range."""
         return [self.low, self.high]
 
-    def grid(self) -> list[Any]:
-        """Every value of the range, for the grid sampler (needs a step)."""
+    def size(self) -> int:
+        """How many values the grid sampler would try (it needs a step)."""
         if self.step is None:
             raise ValueError("the grid sampler needs a step on float ranges")
-        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        return [round(self.low + i * self.step, 12) for i in range(count)]
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+
+    def grid(self) -> list[Any]:
+        """Every value of the range, for the grid sampler (needs a step)."""
+        count, step = self.size(), float(self.step or 0.0)
+        return [round(self.low + i * step, 12) for i in range(count)]
 
     def contains(self, value: Any) -> bool:
         """Whether the range can yield ``value``."""
@@ -143,11 +153,17 @@ class CategoricalSpace(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["categorical"]
-    choices: tuple[StrictBool | StrictInt | float | str, ...] = Field(min_length=1, max_length=1000)
+    choices: tuple[StrictBool | StrictInt | FiniteFloat | str, ...] = Field(
+        min_length=1, max_length=1000
+    )
 
     def values(self) -> list[Any]:
         """Every choice (for validation)."""
         return list(self.choices)
+
+    def size(self) -> int:
+        """How many values the grid sampler would try."""
+        return len(self.choices)
 
     def grid(self) -> list[Any]:
         """Every choice, for the grid sampler."""
@@ -189,13 +205,13 @@ class OptimizeConfig(BaseModel):
     study_name: Name = "tagifai"  # also the experiment (a folder name under experiments/)
     metric: str = "val_f1"  # a validation metric of the workload; not given: its first
     direction: Literal["maximize", "minimize"] = "maximize"  # not given: the metric's
-    n_trials: int = Field(20, ge=1, le=100_000)  # total for the study, resumed runs included
-    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds, this invocation
-    seed: int = Field(42, ge=0, lt=2**32)  # sampler seed: same seed and config, same trials
+    n_trials: StrictInt = Field(20, ge=1, le=100_000)  # total for the study, resumed runs included
+    timeout: StrictFloat | None = Field(None, gt=0, allow_inf_nan=False)  # seconds, this invocation
+    seed: StrictInt = Field(42, ge=0, lt=2**32)  # sampler seed: same seed and config, same trials
     storage: str | None = None  # Optuna storage URL; default sqlite under experiments/
-    heartbeat_interval: int = Field(5, ge=1, le=3600)  # seconds between a trial's heartbeats
-    grace_period: int = Field(20, ge=2, le=86_400)  # seconds without heartbeat: trial is dead
-    max_retry: int = Field(2, ge=0, le=100)  # times a dead worker's trial is queued again
+    heartbeat_interval: StrictInt = Field(5, ge=1, le=3600)  # seconds between a trial's heartbeats
+    grace_period: StrictInt = Field(20, ge=2, le=86_400)  # seconds without heartbeat: trial is dead
+    max_retry: StrictInt = Field(2, ge=0, le=100)  # times a dead worker's trial is queued again
     params: str | None = None  # base params file; None: the workload's config/ file
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
@@ -469,7 +485,7 @@ def _check_space(config: OptimizeConfig, base: RunParams, path: Path) -> None:
         if config.sampler.name == "Grid":
             for name, bounds in space.items():
                 try:
-                    bounds.grid()
+                    bounds.size()  # counted, not built: a step of 1e-300 is a huge grid
                 except ValueError as exc:
                     raise TagifaiError(f"{where}.{name}: {exc}") from None
     if config.sampler.name == "Grid" and not config.architectures:
@@ -481,6 +497,6 @@ def _check_space(config: OptimizeConfig, base: RunParams, path: Path) -> None:
         )
     if config.sampler.name == "Grid":
         only = next(iter(config.architectures.values()), {})
-        points = math.prod(len(bounds.grid()) for bounds in only.values())
+        points = math.prod(bounds.size() for bounds in only.values())
         if points > MAX_GRID_POINTS:
             raise TagifaiError(f"{path}: the grid has {points} points; at most {MAX_GRID_POINTS}")

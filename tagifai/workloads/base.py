@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from torch import nn
 
 __all__ = [
@@ -57,7 +57,7 @@ class RunParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     task: str
-    seed: int = Field(1234, ge=0, lt=2**32)  # numpy's seed range: split and initial weights
+    seed: StrictInt = Field(1234, ge=0, lt=2**32)  # numpy's seed range: split and initial weights
     data: BaseModel
     model: ArchitectureParams
 

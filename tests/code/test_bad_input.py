@@ -204,7 +204,7 @@ CASES = [
         "taxonomy-duplicate-tag",
         *train("--data", "{sample}", "--tags", "tax.json"),
         files={"tax.json": json.dumps([{"tag": "nlp"}, {"tag": "vision"}, {"tag": "nlp"}])},
-        expected=("tax.json", "row 3", "duplicate tag 'nlp'"),
+        expected=("tax.json", "row 3 (nlp)", "duplicate tag"),
     ),
     case(
         "taxonomy-alias-clash",

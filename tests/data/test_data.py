@@ -294,7 +294,7 @@ def test_load_taxonomy_unknown_parent_lenient(tmp_path, caplog):
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
-        ([{"tag": "nlp"}, {"tag": "nlp"}], "row 2 (nlp): duplicate tag 'nlp'"),
+        ([{"tag": "nlp"}, {"tag": "nlp"}], "row 2 (nlp): duplicate tag"),
         ([{"tag": ""}], "row 1: tag: expected a tag name, got ''"),
         ([{"tag": "nlp", "aliases": "x"}], "row 1 (nlp): aliases: expected a list of strings"),
         (

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from tagifai.workloads.base import ArchitectureParams, RunParams
 
 __all__ = ["CnnParams", "ImageData", "ImagesParams", "MinibatchParams", "MlpParams", "ResNetParams"]
 
-Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+Fraction = Annotated[StrictFloat, Field(gt=0, lt=1, allow_inf_nan=False)]
 
 
 class ImageData(BaseModel):
@@ -27,7 +35,7 @@ class ImageData(BaseModel):
     test_size: Fraction = 0.2  # of all images, when the data has no official test set
     # ImageFolder images are resized to image_size x image_size; IDX files and the
     # digits keep their own size.
-    image_size: int = Field(28, ge=4, le=512)
+    image_size: StrictInt = Field(28, ge=4, le=512)
 
     @model_validator(mode="after")
     def _check(self) -> ImageData:
@@ -43,19 +51,19 @@ class MinibatchParams(ArchitectureParams):
     """Minibatch training, shared by every image network."""
 
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    lr: float = Field(1e-3, gt=0, le=1, allow_inf_nan=False)
-    momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False)  # sgd and rmsprop
-    weight_decay: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
-    batch_size: int = Field(128, ge=1, le=8192)
+    lr: StrictFloat = Field(1e-3, gt=0, le=1, allow_inf_nan=False)
+    momentum: StrictFloat = Field(0.9, ge=0, lt=1, allow_inf_nan=False)  # sgd and rmsprop
+    weight_decay: StrictFloat = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    batch_size: StrictInt = Field(128, ge=1, le=8192)
     # plateau: cut the lr by lr_factor when validation accuracy stalls for lr_patience
     # epochs; cosine: anneal it to zero over num_epochs.
     lr_schedule: Literal["plateau", "cosine"] = "cosine"
-    lr_patience: int = Field(2, ge=1, le=1_000)
-    lr_factor: float = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
+    lr_patience: StrictInt = Field(2, ge=1, le=1_000)
+    lr_factor: StrictFloat = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
     # A small CNN epoch over 54k FashionMNIST images takes ~20 s on 2 cores: 10 epochs
     # keep a trial to about 3 minutes, so a 20-minute study sees several.
-    num_epochs: int = Field(10, ge=1, le=1_000)
-    patience: int = Field(3, ge=1, le=1_000)
+    num_epochs: StrictInt = Field(10, ge=1, le=1_000)
+    patience: StrictInt = Field(3, ge=1, le=1_000)
 
 
 class MlpParams(MinibatchParams):
@@ -63,9 +71,9 @@ class MlpParams(MinibatchParams):
 
     architecture: Literal["mlp"] = "mlp"
     activation: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu"
-    dropout_p: float = Field(0.2, ge=0, lt=1, allow_inf_nan=False)
-    num_layers: int = Field(2, ge=1, le=8)  # hidden layers
-    hidden_units: int = Field(256, ge=4, le=8192)  # units per hidden layer
+    dropout_p: StrictFloat = Field(0.2, ge=0, lt=1, allow_inf_nan=False)
+    num_layers: StrictInt = Field(2, ge=1, le=8)  # hidden layers
+    hidden_units: StrictInt = Field(256, ge=4, le=8192)  # units per hidden layer
 
 
 class CnnParams(MinibatchParams):
@@ -74,10 +82,10 @@ class CnnParams(MinibatchParams):
 
     architecture: Literal["cnn"] = "cnn"
     activation: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu"
-    dropout_p: float = Field(0.3, ge=0, lt=1, allow_inf_nan=False)  # before each head layer
-    head_units: int = Field(128, ge=0, le=8192)  # a hidden layer before the classes (0: none)
-    num_blocks: int = Field(2, ge=1, le=5)  # each halves the image (while it is 2+ pixels)
-    channels: int = Field(32, ge=4, le=512)  # of the first block; doubled each block
+    dropout_p: StrictFloat = Field(0.3, ge=0, lt=1, allow_inf_nan=False)  # before each head layer
+    head_units: StrictInt = Field(128, ge=0, le=8192)  # a hidden layer before the classes (0: none)
+    num_blocks: StrictInt = Field(2, ge=1, le=5)  # each halves the image (while it is 2+ pixels)
+    channels: StrictInt = Field(32, ge=4, le=512)  # of the first block; doubled each block
     kernel_size: Literal[3, 5] = 3
     batch_norm: StrictBool = True
     # Random shifts and small rotations while training: they pay off over more epochs
@@ -103,4 +111,4 @@ class ImagesParams(RunParams):
     model: ImageModel = CnnParams()
     # predict abstains below the lowest confidence at which validation predictions are
     # at least this accurate (0: never abstain).
-    confidence_target: float = Field(0.99, ge=0, le=1, allow_inf_nan=False)
+    confidence_target: StrictFloat = Field(0.99, ge=0, le=1, allow_inf_nan=False)

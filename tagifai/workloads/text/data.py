@@ -47,6 +47,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024  # refuse to cache anything bigger than this
+MAX_DATA_BYTES = MAX_DOWNLOAD_BYTES  # a local data, taxonomy or batch file: the same bound
+MAX_PROJECT_ID = 2**63 - 1  # ids are stored as 64-bit integers (MLflow datasets, pandas)
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,33 @@ def fetch(location: str | Path, cache_dir: Path = DATA_CACHE_DIR) -> Path:
 
 def _read_text(path: Path) -> str:
     try:
+        if path.stat().st_size > MAX_DATA_BYTES:
+            raise TagifaiError(f"{path}: larger than {MAX_DATA_BYTES:,} bytes")
         return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise TagifaiError(f"{path}: file not found") from None
     except UnicodeDecodeError as exc:
         raise TagifaiError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except IsADirectoryError:
+        raise TagifaiError(f"{path}: a folder, not a file") from None
     except OSError as exc:
         raise TagifaiError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _loads(text: str, where: str) -> Any:
+    """``json.loads``, with every way it fails as one line naming ``where``.
+
+    Besides malformed JSON: nesting past Python's recursion limit, and integers past
+    the 4,300 digits Python converts.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TagifaiError(f"{where}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:
+        raise TagifaiError(f"{where}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise TagifaiError(f"{where}: invalid JSON: {str(exc).split(':')[0][:80]}") from None
 
 
 def _read_records(path: Path, label: str) -> list[dict[str, Any]]:
@@ -151,17 +175,15 @@ def _read_records(path: Path, label: str) -> list[dict[str, Any]]:
             return list(csv.DictReader(io.StringIO(text)))
         except csv.Error as exc:
             raise TagifaiError(f"{path}: invalid CSV ({exc})") from None
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TagifaiError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    records = _loads(text, str(path))
     if isinstance(records, dict) and label == "taxonomy":
         # The 2020 format: {tag: {aliases, parents}}.
         rows = []
         for key, value in records.items():
             if value is not None and not isinstance(value, dict):
                 raise TagifaiError(
-                    f"{path}: {key}: expected an object with aliases/parents, got {value!r:.40}"
+                    f"{path}: {key!r:.60}: expected an object with aliases/parents, "
+                    f"got {value!r:.40}"
                 )
             rows.append({**(value or {}), "tag": key})
         return rows
@@ -174,10 +196,10 @@ def _read_records(path: Path, label: str) -> list[dict[str, Any]]:
 
 
 def _parse_tags(value: Any, path: Path, where: str) -> list[str]:
-    if isinstance(value, str) and path.suffix.lower() == ".csv":
+    if isinstance(value, str) and path.suffix.lower() == ".csv" and value.strip().startswith("["):
         try:
-            value = json.loads(value) if value.strip().startswith("[") else value
-        except json.JSONDecodeError:
+            value = json.loads(value)
+        except (ValueError, RecursionError):  # not JSON, too deep, a number too long
             raise TagifaiError(f"{path}: {where}: tags: not a JSON list: {value!r:.60}") from None
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
         raise TagifaiError(f"{path}: {where}: tags: expected a list of strings, got {value!r:.60}")
@@ -220,6 +242,10 @@ def load_projects(location: str | Path) -> pd.DataFrame:
             project_id = None
         if project_id is None or (isinstance(raw_id, str) and not raw_id.strip().isdigit()):
             raise TagifaiError(f"{path}: {where}: id: expected an integer, got {raw_id!r:.40}")
+        if not 0 <= project_id <= MAX_PROJECT_ID:
+            raise TagifaiError(
+                f"{path}: {where}: id: must be within 0..2**63-1, got {str(project_id)[:40]}"
+            )
         where = f"row {number} (id {project_id})"
         if project_id in first_seen:
             first = first_seen[project_id]
@@ -267,9 +293,9 @@ def load_taxonomy(location: str | Path, strict_parents: bool = True) -> Taxonomy
         tag = record.get("tag")
         if not isinstance(tag, str) or not tag.strip():
             raise TagifaiError(f"{path}: row {number}: tag: expected a tag name, got {tag!r:.40}")
-        where = f"row {number} ({tag})"
+        where = f"row {number} ({tag:.60})"
         if tag in parents:
-            raise TagifaiError(f"{path}: {where}: duplicate tag {tag!r}")
+            raise TagifaiError(f"{path}: {where}: duplicate tag")
         for name in ("aliases", "parents"):
             value = record.get(name, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -279,7 +305,8 @@ def load_taxonomy(location: str | Path, strict_parents: bool = True) -> Taxonomy
         for alias in record.get("aliases", []):
             if alias in aliases and aliases[alias] != tag:
                 raise TagifaiError(
-                    f"{path}: {where}: alias {alias!r} already belongs to {aliases[alias]!r}"
+                    f"{path}: {where}: alias {alias!r:.60} already belongs to "
+                    f"{aliases[alias]!r:.60}"
                 )
             aliases[alias] = tag
         tags.append(tag)
@@ -289,7 +316,9 @@ def load_taxonomy(location: str | Path, strict_parents: bool = True) -> Taxonomy
     unknown = {tag: missing for tag, missing in unknown.items() if missing}
     if unknown and strict_parents:
         tag, missing = next(iter(unknown.items()))
-        raise TagifaiError(f"{path}: tag {tag!r}: parent {missing[0]!r} is not a tag in the file")
+        raise TagifaiError(
+            f"{path}: tag {tag!r:.60}: parent {missing[0]!r:.60} is not a tag in the file"
+        )
     if unknown:
         logger.warning(
             "%s: ignoring %d parent(s) that are not tags of the file (e.g. %r of %r)",
@@ -300,7 +329,7 @@ def load_taxonomy(location: str | Path, strict_parents: bool = True) -> Taxonomy
         parents = {tag: tuple(p for p in ps if p in known) for tag, ps in parents.items()}
     for alias, tag in aliases.items():
         if alias in known and alias != tag:
-            raise TagifaiError(f"{path}: alias {alias!r} of {tag!r} is also a tag")
+            raise TagifaiError(f"{path}: alias {alias!r:.60} of {tag!r:.60} is also a tag")
     return Taxonomy(tags=tuple(tags), aliases=aliases, parents=parents)
 
 
@@ -480,12 +509,7 @@ def read_batch(path: Path) -> pd.DataFrame:
     Raises:
         TagifaiError: If the file is missing, not UTF-8 or not valid CSV/JSONL.
     """
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise TagifaiError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise TagifaiError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    text = _read_text(path)
     if path.suffix.lower() == ".csv":
         try:
             return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
@@ -495,10 +519,7 @@ def read_batch(path: Path) -> pd.DataFrame:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TagifaiError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+        row = _loads(line, f"{path}: line {number}")
         if isinstance(row, str):
             row = {"text": row}
         if not isinstance(row, dict):

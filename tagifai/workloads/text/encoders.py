@@ -16,6 +16,7 @@ from tagifai.workloads.text import data
 from tagifai.workloads.text.params import TextData, TextParams
 
 __all__ = [
+    "MAX_PREDICT_TEXTS",
     "MAX_TEXT_CHARS",
     "NgramVocab",
     "Tokenizer",
@@ -27,7 +28,8 @@ __all__ = [
 PAD, UNK = "<pad>", "<unk>"
 # Prediction inputs longer than this are cut: a documented limit that keeps a
 # single request from costing seconds (the longest real description is ~1,700 chars).
-MAX_TEXT_CHARS = 10_000
+MAX_TEXT_CHARS = 10_000  # a text to tag is cut here
+MAX_PREDICT_TEXTS = 10_000  # texts in one request or --file, as for images
 # Word tokens as scikit-learn splits them: runs of 2+ word characters.
 _WORD_TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
@@ -230,6 +232,8 @@ def clean_payload(raw: pd.DataFrame, prep: TextData) -> list[str]:
         )
     if len(texts) == 0:
         raise TagifaiError("input: empty list of texts")
+    if len(texts) > MAX_PREDICT_TEXTS:
+        raise TagifaiError(f"input: {len(texts):,} texts; at most {MAX_PREDICT_TEXTS:,} at once")
     _check_strings(texts, "text")
     return [
         data.clean_text(text[:MAX_TEXT_CHARS], lower=prep.lower, stopwords=prep.stopwords)

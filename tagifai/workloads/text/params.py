@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from tagifai.workloads.base import ArchitectureParams, RunParams
 
@@ -31,7 +39,7 @@ GENERAL_TAGS = (
     "r",
     "visualization",
 )
-Probability = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+Probability = Annotated[StrictFloat, Field(gt=0, lt=1, allow_inf_nan=False)]
 
 
 class TextData(BaseModel):
@@ -42,11 +50,11 @@ class TextData(BaseModel):
     lower: StrictBool = True  # lowercase the text
     stopwords: StrictBool = False  # drop English stopwords (scikit-learn's list)
     exclude_tags: tuple[str, ...] = Field(GENERAL_TAGS, max_length=10_000)  # too general
-    min_tag_freq: int = Field(30, ge=1, le=1_000_000)  # tags on fewer projects are dropped
+    min_tag_freq: StrictInt = Field(30, ge=1, le=1_000_000)  # tags on fewer projects are dropped
     add_parent_tags: StrictBool = False  # also tag a project with its tags' parents
     train_size: Probability = 0.7  # fraction of projects for training
     val_size: Probability = 0.15  # for early stopping, tuning and the threshold
-    short_text_words: int = Field(8, ge=1, le=10_000)  # texts this short form a test slice
+    short_text_words: StrictInt = Field(8, ge=1, le=10_000)  # texts this short form a test slice
 
     @model_validator(mode="after")
     def _check_split(self) -> TextData:
@@ -66,36 +74,36 @@ class LinearParams(ArchitectureParams):
     """
 
     architecture: Literal["linear"] = "linear"
-    max_ngrams: int = Field(2**17, ge=1, le=2**22)  # n-grams kept per family, most frequent
+    max_ngrams: StrictInt = Field(2**17, ge=1, le=2**22)  # n-grams kept per family, most frequent
     # Scale each tag's features by their naive-Bayes log-count ratio while fitting (NBSVM,
     # Wang & Manning 2012): n-grams that tell a tag apart are penalised less.
     nb_scale: StrictBool = True
-    weight_decay: float = Field(1e-5, ge=0, le=10, allow_inf_nan=False)  # L2 penalty
-    num_epochs: int = Field(60, ge=1, le=10_000)  # L-BFGS calls of 20 steps; converges sooner
-    patience: int = Field(10, ge=1, le=1_000)
+    weight_decay: StrictFloat = Field(1e-5, ge=0, le=10, allow_inf_nan=False)  # L2 penalty
+    num_epochs: StrictInt = Field(60, ge=1, le=10_000)  # L-BFGS calls of 20 steps; converges sooner
+    patience: StrictInt = Field(10, ge=1, le=1_000)
 
 
 class MinibatchParams(ArchitectureParams):
     """Minibatch training with Adam(W), the lr cut when validation F1 stalls."""
 
     optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(0.02, gt=0, le=1, allow_inf_nan=False)
-    weight_decay: float = Field(1e-5, ge=0, le=10, allow_inf_nan=False)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    dropout_p: float = Field(0.1, ge=0, lt=1, allow_inf_nan=False)
-    hidden_dim: int = Field(128, ge=1, le=16_384)
-    embedding_dim: int = Field(64, ge=1, le=4_096)
-    num_epochs: int = Field(60, ge=1, le=10_000)  # upper bound; early stopping ends sooner
-    patience: int = Field(10, ge=1, le=1_000)  # epochs without val F1 improvement
-    lr_patience: int = Field(2, ge=1, le=1_000)  # epochs without improvement before lr cut
-    lr_factor: float = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
+    lr: StrictFloat = Field(0.02, gt=0, le=1, allow_inf_nan=False)
+    weight_decay: StrictFloat = Field(1e-5, ge=0, le=10, allow_inf_nan=False)
+    batch_size: StrictInt = Field(64, ge=1, le=65_536)
+    dropout_p: StrictFloat = Field(0.1, ge=0, lt=1, allow_inf_nan=False)
+    hidden_dim: StrictInt = Field(128, ge=1, le=16_384)
+    embedding_dim: StrictInt = Field(64, ge=1, le=4_096)
+    num_epochs: StrictInt = Field(60, ge=1, le=10_000)  # upper bound; early stopping ends sooner
+    patience: StrictInt = Field(10, ge=1, le=1_000)  # epochs without val F1 improvement
+    lr_patience: StrictInt = Field(2, ge=1, le=1_000)  # epochs without improvement before lr cut
+    lr_factor: StrictFloat = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
 
 
 class NgramParams(MinibatchParams):
     """fastText-style: the mean of n-gram embeddings and a hidden layer."""
 
     architecture: Literal["ngram"] = "ngram"
-    max_ngrams: int = Field(2**17, ge=1, le=2**22)
+    max_ngrams: StrictInt = Field(2**17, ge=1, le=2**22)
 
 
 class CnnParams(MinibatchParams):
@@ -103,10 +111,10 @@ class CnnParams(MinibatchParams):
 
     architecture: Literal["cnn"] = "cnn"
     char_level: StrictBool = False  # characters instead of words as tokens
-    max_length: int = Field(256, ge=8, le=100_000)  # tokens kept per text
-    min_token_freq: int = Field(1, ge=1, le=1_000_000)  # rarer tokens map to <unk>
-    num_filters: int = Field(128, ge=1, le=4_096)  # per filter size
-    max_filter_size: int = Field(4, ge=1, le=16)  # filter sizes 1..max
+    max_length: StrictInt = Field(256, ge=8, le=100_000)  # tokens kept per text
+    min_token_freq: StrictInt = Field(1, ge=1, le=1_000_000)  # rarer tokens map to <unk>
+    num_filters: StrictInt = Field(128, ge=1, le=4_096)  # per filter size
+    max_filter_size: StrictInt = Field(4, ge=1, le=16)  # filter sizes 1..max
 
     @property
     def filter_sizes(self) -> tuple[int, ...]:
