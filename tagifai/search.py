@@ -178,6 +178,138 @@ SearchSpace = Annotated[IntSpace | FloatSpace | CategoricalSpace, Field(discrimi
 ArchitectureSpace = dict[str, dict[str, SearchSpace]]
 
 
+# The keyword arguments each sampler and pruner takes from a config: typed, bounded and
+# checked when the config loads (Optuna checks most of them only when a trial asks).
+Count = Annotated[StrictInt, Field(ge=0, le=100_000)]
+Steps = Annotated[StrictInt, Field(ge=1, le=100_000)]
+Probability01 = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class _Kwargs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _TPEKwargs(_Kwargs):
+    n_startup_trials: Count = 10
+    n_ei_candidates: Annotated[StrictInt, Field(ge=1, le=10_000)] = 24
+    prior_weight: Annotated[StrictFloat, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1.0
+    consider_endpoints: StrictBool = False
+    consider_magic_clip: StrictBool = True
+    multivariate: StrictBool = False
+    group: StrictBool = False
+    constant_liar: StrictBool = False
+    warn_independent_sampling: StrictBool = True
+
+
+class _CmaEsKwargs(_Kwargs):
+    sigma0: Annotated[StrictFloat, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = None
+    n_startup_trials: Count = 1
+    popsize: Annotated[StrictInt, Field(ge=2, le=10_000)] | None = None
+    use_separable_cma: StrictBool = False
+    with_margin: StrictBool = False
+    lr_adapt: StrictBool = False
+    consider_pruned_trials: StrictBool = False
+    warn_independent_sampling: StrictBool = True
+
+
+class _QMCKwargs(_Kwargs):
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+    scramble: StrictBool = False
+    warn_independent_sampling: StrictBool = True
+
+
+class _NSGAIIKwargs(_Kwargs):
+    population_size: Annotated[StrictInt, Field(ge=2, le=10_000)] = 50
+    mutation_prob: Probability01 | None = None
+    crossover_prob: Probability01 = 0.9
+    swapping_prob: Probability01 = 0.5
+
+
+class _GPKwargs(_Kwargs):
+    n_startup_trials: Count = 10
+    deterministic_objective: StrictBool = False
+    warn_independent_sampling: StrictBool = True
+
+
+SAMPLER_KWARGS: dict[str, type[_Kwargs]] = {
+    "TPE": _TPEKwargs,
+    "Random": _Kwargs,
+    "CMA-ES": _CmaEsKwargs,
+    "QMC": _QMCKwargs,
+    "Grid": _Kwargs,
+    "NSGAII": _NSGAIIKwargs,
+    "GP": _GPKwargs,
+}
+
+
+class _MedianKwargs(_Kwargs):
+    n_startup_trials: Count = 5
+    n_warmup_steps: Count = 0
+    interval_steps: Steps = 1
+    n_min_trials: Steps = 1
+
+
+class _PercentileKwargs(_MedianKwargs):
+    percentile: Annotated[StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class _SuccessiveHalvingKwargs(_Kwargs):
+    min_resource: Steps | Literal["auto"] = "auto"
+    reduction_factor: Annotated[StrictInt, Field(ge=2, le=100)] = 4
+    min_early_stopping_rate: Annotated[StrictInt, Field(ge=0, le=100)] = 0
+    bootstrap_count: Annotated[StrictInt, Field(ge=0, le=1_000)] = 0
+
+
+class _HyperbandKwargs(_Kwargs):
+    min_resource: Steps = 1
+    max_resource: Steps | Literal["auto"] = "auto"
+    reduction_factor: Annotated[StrictInt, Field(ge=2, le=100)] = 3
+    bootstrap_count: Annotated[StrictInt, Field(ge=0, le=1_000)] = 0
+
+
+class _PatientKwargs(_Kwargs):
+    patience: Count
+    min_delta: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
+class _ThresholdKwargs(_Kwargs):
+    lower: FiniteFloat | None = None
+    upper: FiniteFloat | None = None
+    n_warmup_steps: Count = 0
+    interval_steps: Steps = 1
+
+
+PRUNER_KWARGS: dict[str, type[_Kwargs]] = {
+    "Median": _MedianKwargs,
+    "Percentile": _PercentileKwargs,
+    "SuccessiveHalving": _SuccessiveHalvingKwargs,
+    "Hyperband": _HyperbandKwargs,
+    "Patient": _PatientKwargs,
+    "Threshold": _ThresholdKwargs,
+    "Nop": _Kwargs,
+}
+
+
+def _checked_kwargs(
+    kind: str, name: str, kwargs: dict[str, Any], schemas: dict[str, type[_Kwargs]]
+) -> dict[str, Any]:
+    """``kwargs`` as given, if they fit ``name``'s constructor: known keys, strict types,
+    in bounds (``TagifaiError`` naming the keyword otherwise)."""
+    schema = schemas[name]
+    for key in kwargs:
+        if key == "seed":
+            raise TagifaiError(f"{kind} {name}: seed: set the study's seed (top level) instead")
+        if key not in schema.model_fields:
+            takes = ", ".join(schema.model_fields) or "no keywords"
+            raise TagifaiError(f"{kind} {name}: unknown keyword {key!r:.60}; it takes {takes}")
+    try:
+        schema.model_validate(kwargs)
+    except ValidationError as exc:
+        where = describe_validation_error(exc, "kwargs", kwargs)
+        raise TagifaiError(f"{kind} {name}: {where}") from None
+    return kwargs
+
+
 class SamplerConfig(BaseModel):
     """An Optuna sampler by name, with keyword arguments for its constructor."""
 
@@ -269,7 +401,10 @@ def create_sampler(config: OptimizeConfig) -> optuna.samplers.BaseSampler:
         "GP": optuna.samplers.GPSampler,
     }
     name = config.sampler.name
-    kwargs = {"seed": config.seed, **config.sampler.kwargs}
+    kwargs = {
+        **_checked_kwargs("sampler", name, config.sampler.kwargs, SAMPLER_KWARGS),
+        "seed": config.seed,
+    }
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -298,7 +433,7 @@ def create_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
         "Threshold": optuna.pruners.ThresholdPruner,
         "Nop": optuna.pruners.NopPruner,
     }
-    kwargs = dict(config.kwargs)
+    kwargs = dict(_checked_kwargs("pruner", config.name, config.kwargs, PRUNER_KWARGS))
     if config.name == "Patient":
         kwargs.setdefault("wrapped_pruner", None)
     try:

@@ -8,6 +8,7 @@ whose search space is conditional: ``search_space: {architecture: {<arch>: {<par
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +272,7 @@ def test_load_optimize_config_valid(tmp_path):
         tmp_path,
         study_name="mine",
         n_trials=5,
-        sampler={"name": "Random", "kwargs": {"seed": 1}},
+        sampler={"name": "TPE", "kwargs": {"n_startup_trials": 3}},
         pruner={"name": "Nop"},
         search_space=SEARCH_SPACE,
     )
@@ -281,7 +282,7 @@ def test_load_optimize_config_valid(tmp_path):
     assert config.study_name == "mine"
     assert config.n_trials == 5
     assert config.metric == "val_f1" and config.direction == "maximize"
-    assert config.sampler.name == "Random" and config.sampler.kwargs == {"seed": 1}
+    assert config.sampler.name == "TPE" and config.sampler.kwargs == {"n_startup_trials": 3}
     assert config.pruner.name == "Nop"
     assert list(config.architectures) == ["linear", "ngram", "cnn"]
     ngram = config.architectures["ngram"]
@@ -808,3 +809,30 @@ def test_suggest_params_over_many_trials_covers_every_architecture(searched):
         seen.add(architecture)
         study.tell(trial, 0.0)
     assert seen == {"linear", "ngram", "cnn"}
+
+
+@pytest.mark.parametrize("sampler", ["TPE", "Random", "CMA-ES", "QMC", "Grid", "NSGAII", "GP"])
+def test_every_sampler_samples_valid_params(tmp_path, sampler):
+    """Each listed sampler is installed and its trials make params that validate (CMA-ES
+    needs the cmaes package; GP needs torch and scipy)."""
+    dropout = {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1}
+    hidden = {"type": "int", "low": 16, "high": 64, "step": 16}
+    path = write_study(
+        tmp_path,
+        sampler={"name": sampler},
+        search_space=space(ngram={"dropout_p": dropout, "hidden_dim": hidden}),
+    )
+    config, base, _ = load_optimize_config(path)
+    study = optuna.create_study(sampler=create_sampler(config), direction="maximize")
+    seen = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest_params(trial, config, base)
+        seen.append((params.model.dropout_p, params.model.hidden_dim))
+        return params.model.dropout_p + params.model.hidden_dim / 64
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental samplers, independent sampling notes
+        study.optimize(objective, n_trials=4)
+    assert len(seen) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert all(0.0 <= d <= 0.5 and h in (16, 32, 48, 64) for d, h in seen)
