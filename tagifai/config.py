@@ -24,6 +24,7 @@ __all__ = [
     "DATA_CACHE_DIR",
     "EXPERIMENTS_DIR",
     "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_CHARS",
     "MAX_CONFIG_DEPTH",
     "MAX_CONFIG_VALUES",
     "NAME_RULE",
@@ -44,6 +45,7 @@ DATA_CACHE_DIR = Path("data")
 MAX_CONFIG_BYTES = 1024 * 1024  # a params or study file is a few KB; refuse anything huge
 MAX_CONFIG_DEPTH = 32  # a config nests 4-5 levels; deeper is a mistake or an attack
 MAX_CONFIG_VALUES = 100_000  # values a config holds, YAML aliases expanded (a few hundred)
+MAX_CONFIG_CHARS = 4 * 1024 * 1024  # characters of text, aliases expanded (the file: 1 MiB)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -134,7 +136,9 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
         raise TagifaiError(f"{path}: invalid {kind}{line}: {str(problem)[:120]}") from None
     if not isinstance(data, dict):
         raise TagifaiError(f"{path}: expected a mapping of keys to values")
-    depth, values = _shape(data)
+    depth, values, chars = _shape(data)
+    if chars > MAX_CONFIG_CHARS:
+        raise TagifaiError(f"{path}: expands to more than {MAX_CONFIG_CHARS:,} characters")
     if values > MAX_CONFIG_VALUES:
         # YAML aliases share one object: a few aliases of aliases (the "billion laughs")
         # make a small file that any reader of it walks for ever.
@@ -144,19 +148,24 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def _shape(value: Any) -> tuple[int, int]:
-    """How deeply ``value`` nests, and how many values it holds counted as a reader walks
-    them (shared ones once per reference); both stop counting past their bounds."""
-    deepest, values, stack = 0, 0, [(value, 1)]
+def _shape(value: Any) -> tuple[int, int, int]:
+    """How deeply ``value`` nests, how many values and how many characters of text it
+    holds, counted as a reader walks them (shared ones once per reference); the count
+    stops past any bound."""
+    deepest, values, chars, stack = 0, 0, 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
         deepest, values = max(deepest, level), values + 1
-        if level > MAX_CONFIG_DEPTH or values > MAX_CONFIG_VALUES:
+        if level > MAX_CONFIG_DEPTH or values > MAX_CONFIG_VALUES or chars > MAX_CONFIG_CHARS:
             break
-        if isinstance(item, dict | list):
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest, values
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, dict):
+            chars += sum(len(str(key)) for key in item)
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest, values, chars
 
 
 def validate(model: type[M], data: Any, source: str) -> M:

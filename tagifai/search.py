@@ -549,8 +549,14 @@ def load_optimize_config(
         if data.get("task", task) != task:
             raise TagifaiError(f"{path}: task: the file is for {data['task']!r}, not --task {task}")
         data["task"] = task
-    data.update({key: value for key, value in overrides.items() if value is not None})
     config = validate(OptimizeConfig, data, str(path))
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:  # an override is the option's fault, not the file's
+        config = OptimizeConfig.model_validate({**data, **given})
+    except ValidationError as exc:
+        key = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
+        option = f"--{key.replace('_', '-')}" if key in given else str(path)
+        raise TagifaiError(describe_validation_error(exc, option, {**data, **given})) from None
     try:
         workload = get_workload(config.task)
     except TagifaiError as exc:

@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 
 from tagifai.cli import app
 from tagifai.config import SAMPLE_DATA_DIR
+from tagifai.errors import MAX_MESSAGE_CHARS
 from tagifai.workloads.text.params import TextParams
 
 UNKNOWN_RUN = "deadbeef" * 4
@@ -791,6 +792,299 @@ CASES = [
         expected=("--output: sub is a folder",),
         model=True,
     ),
+    # --- bounds added with the hardening issue (16): data, payloads, types, keywords -----
+    case(
+        "data-json-nested-too-deep",
+        *train("--data", "deep.json"),
+        files={"deep.json": "[" * 100_000 + "]" * 100_000},
+        expected=("deep.json: invalid JSON: nested too deeply",),
+    ),
+    case(
+        "data-json-huge-integer",
+        *train("--data", "bigint.json"),
+        files={"bigint.json": '[{"id": ' + "9" * 5000 + ', "title": "t"}]'},
+        expected=("bigint.json: invalid JSON", "digits"),
+    ),
+    case(
+        "data-csv-tags-nested-too-deep",
+        *train("--data", "deep.csv"),
+        files={"deep.csv": 'id,title,description,tags\n1,t,d,"' + "[" * 60_000 + '"\n'},
+        expected=("deep.csv", "row 1 (id 1)", "tags: not a JSON list"),
+    ),
+    case(
+        "data-id-past-64-bits",
+        *train("--data", "ids.json"),
+        files={"ids.json": projects(id=10**30)},
+        expected=("ids.json", "row 2", "id: must be within 0..2**63-1"),
+    ),
+    case(
+        "data-is-a-folder",
+        *train("--data", "folder.json"),
+        files={"folder.json/x": "not data"},
+        expected=("folder.json: a folder, not a file",),
+    ),
+    case(
+        "taxonomy-json-nested-too-deep",
+        *train("--data", "{sample}", "--tags", "tax.json"),
+        files={"tax.json": "[" * 100_000 + "]" * 100_000},
+        expected=("tax.json: invalid JSON: nested too deeply",),
+    ),
+    case(
+        "taxonomy-huge-tag-name-is-cut",
+        *train("--data", "{sample}", "--tags", "tax.json"),
+        files={"tax.json": json.dumps([{"tag": "t" * 1_000_000}, {"tag": "t" * 1_000_000}])},
+        expected=("tax.json", "duplicate tag"),
+    ),
+    case(
+        "params-huge-unknown-key-is-cut",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(**{"k" * 900_000: 1})},
+        expected=("p.json", "kkkk"),
+    ),
+    case(
+        "params-batch-size-true",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(model={"batch_size": True})},
+        expected=("p.json", "model.batch_size", "valid integer", "(got True)"),
+    ),
+    case(
+        "params-batch-size-float",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(model={"batch_size": 64.0})},
+        expected=("p.json", "model.batch_size", "valid integer", "(got 64.0)"),
+    ),
+    case(
+        "params-epochs-as-text",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(model={"num_epochs": "3"})},
+        expected=("p.json", "model.num_epochs", "valid integer", "(got '3')"),
+    ),
+    case(
+        "params-lr-as-text",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(model={"lr": "0.01"})},
+        expected=("p.json", "model.lr", "valid number", "(got '0.01')"),
+    ),
+    case(
+        "params-lr-nan",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(model={"lr": float("nan")})},
+        expected=("p.json", "model.lr", "finite number"),
+    ),
+    case(
+        "params-seed-true",
+        "train",
+        "--params",
+        "p.json",
+        files={"p.json": tiny_with(seed=True)},
+        expected=("p.json", "seed", "valid integer", "(got True)"),
+    ),
+    case(
+        "params-images-channels-as-text",
+        *("train", "--task", "images", "--params", "p.json"),
+        files={
+            "p.json": json.dumps(
+                {"task": "images", "model": {"architecture": "cnn", "channels": "32"}}
+            )
+        },
+        expected=("p.json", "model.channels", "valid integer", "(got '32')"),
+    ),
+    case(
+        "study-n-trials-true",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(n_trials=True)},
+        expected=("s.yaml", "n_trials", "valid integer", "(got True)"),
+    ),
+    case(
+        "study-range-bound-as-text",
+        *("optimize", "--config", "s.yaml"),
+        files={
+            "s.yaml": study(
+                search_space=ngram_space(lr={"type": "float", "low": "0.01", "high": 0.1})
+            )
+        },
+        expected=("s.yaml", "search_space.architecture.ngram.lr", "valid number"),
+    ),
+    case(
+        "study-categorical-nan",
+        *("optimize", "--config", "s.yaml"),
+        files={
+            "s.yaml": study(
+                search_space=ngram_space(lr={"type": "categorical", "choices": [float("nan")]})
+            )
+        },
+        expected=("s.yaml", "search_space.architecture.ngram.lr", "choices"),
+    ),
+    case(
+        "study-grid-of-a-tiny-step",
+        *("optimize", "--config", "s.yaml"),
+        files={
+            "s.yaml": study(
+                sampler={"name": "Grid"},
+                search_space=ngram_space(
+                    lr={"type": "float", "low": 0.01, "high": 0.02, "step": 1e-300}
+                ),
+            )
+        },
+        expected=("s.yaml: the grid has", "points; at most 100000"),
+    ),
+    case(
+        "study-sampler-kwarg-as-text",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(sampler={"name": "TPE", "kwargs": {"n_startup_trials": "abc"}})},
+        expected=("s.yaml: sampler TPE: kwargs: n_startup_trials", "valid integer", "'abc'"),
+    ),
+    case(
+        "study-sampler-kwarg-true",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(sampler={"name": "TPE", "kwargs": {"n_startup_trials": True}})},
+        expected=("s.yaml: sampler TPE: kwargs: n_startup_trials", "valid integer", "True"),
+    ),
+    case(
+        "study-sampler-no-candidates",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(sampler={"name": "TPE", "kwargs": {"n_ei_candidates": 0}})},
+        expected=("s.yaml: sampler TPE: kwargs: n_ei_candidates", "greater than or equal to 1"),
+    ),
+    case(
+        "study-sampler-a-function-keyword",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(sampler={"name": "TPE", "kwargs": {"gamma": 0.5}})},
+        expected=("s.yaml: sampler TPE: unknown keyword 'gamma'; it takes n_startup_trials",),
+    ),
+    case(
+        "study-sampler-own-seed",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(sampler={"name": "Random", "kwargs": {"seed": 1}})},
+        expected=("s.yaml: sampler Random: seed: set the study's seed",),
+    ),
+    case(
+        "study-sampler-population-of-a-billion",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(sampler={"name": "NSGAII", "kwargs": {"population_size": 10**9}})},
+        expected=("s.yaml: sampler NSGAII: kwargs: population_size", "less than or equal to 10000"),
+    ),
+    case(
+        "study-pruner-hyperband-factor-one",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(pruner={"name": "Hyperband", "kwargs": {"reduction_factor": 1}})},
+        expected=(
+            "s.yaml: pruner Hyperband: kwargs: reduction_factor",
+            "greater than or equal to 2",
+        ),
+    ),
+    case(
+        "study-pruner-warmup-nan",
+        *("optimize", "--config", "s.yaml"),
+        files={
+            "s.yaml": study(pruner={"name": "Median", "kwargs": {"n_warmup_steps": float("nan")}})
+        },
+        expected=("s.yaml: pruner Median: kwargs: n_warmup_steps", "valid integer"),
+    ),
+    case(
+        "study-pruner-threshold-nan",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(pruner={"name": "Threshold", "kwargs": {"lower": float("nan")}})},
+        expected=("s.yaml: pruner Threshold: kwargs: lower", "finite number"),
+    ),
+    case(
+        "study-pruner-patient-without-patience",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(pruner={"name": "Patient"})},
+        expected=("s.yaml: pruner Patient: kwargs: patience: Field required",),
+    ),
+    case(
+        "study-yaml-aliases-expand-to-gigabytes",
+        *("optimize", "--config", "s.yaml"),
+        files={
+            "s.yaml": "big: &big "
+            + "x" * 200_000
+            + "\nsampler:\n  name: TPE\n  kwargs:\n"
+            + "    weights: ["
+            + ", ".join(["*big"] * 1000)
+            + "]\n"
+        },
+        expected=("s.yaml: expands to more than 4,194,304 characters",),
+    ),
+    case(
+        "option-n-trials-over-the-bound",
+        *("optimize", "--config", "s.yaml", "--n-trials", "1000000"),
+        files={"s.yaml": study()},
+        expected=("--n-trials: n_trials: Input should be less than or equal to 100000",),
+    ),
+    case(
+        "option-timeout-inf",
+        *("optimize", "--config", "s.yaml", "--timeout", "inf"),
+        files={"s.yaml": study()},
+        expected=("--timeout: timeout", "finite number"),
+    ),
+    case(
+        "idx-declares-gigabytes",
+        *("train", "--task", "images", "--params", "p.json", "--data", "idx"),
+        files={
+            "p.json": json.dumps({"task": "images"}),
+            "idx/train-images-idx3-ubyte": bytes([0, 0, 8, 3])
+            + (2_000_000).to_bytes(4, "big")
+            + (100).to_bytes(4, "big") * 2,
+            "idx/train-labels-idx1-ubyte": bytes([0, 0, 8, 1]) + (2_000_000).to_bytes(4, "big"),
+        },
+        expected=("train-images-idx3-ubyte", "over the 2147483648 limit"),
+    ),
+    case(
+        "idx-images-wider-than-predict-takes",
+        *("train", "--task", "images", "--params", "p.json", "--data", "idx"),
+        files={
+            "p.json": json.dumps({"task": "images"}),
+            "idx/train-images-idx3-ubyte": bytes([0, 0, 8, 3])
+            + (40).to_bytes(4, "big")
+            + (600).to_bytes(4, "big") * 2
+            + bytes(40 * 600 * 600),
+            "idx/train-labels-idx1-ubyte": bytes([0, 0, 8, 1])
+            + (40).to_bytes(4, "big")
+            + bytes(40),
+        },
+        expected=("train-images-idx3-ubyte", "images of 600x600; each side must be 1..512"),
+    ),
+    case(
+        "payload-jsonl-nested-too-deep",
+        *("predict", "--run-id", "{run_id}", "--file", "deep.jsonl"),
+        files={"deep.jsonl": '{"text": "fine"}\n' + "[" * 100_000 + "]" * 100_000 + "\n"},
+        expected=("deep.jsonl: line 2: invalid JSON: nested too deeply",),
+        model=True,
+    ),
+    case(
+        "payload-jsonl-huge-integer",
+        *("predict", "--run-id", "{run_id}", "--file", "big.jsonl"),
+        files={"big.jsonl": '{"text": ' + "9" * 5000 + "}\n"},
+        expected=("big.jsonl: line 1: invalid JSON", "digits"),
+        model=True,
+    ),
+    case(
+        "payload-too-many-texts",
+        *("predict", "--run-id", "{run_id}", "--file", "many.jsonl"),
+        files={"many.jsonl": '{"text": "YOLO finds cars"}\n' * 10_001},
+        expected=("input: 10,001 texts; at most 10,000 at once",),
+        model=True,
+    ),
+    case(
+        "payload-file-is-a-folder",
+        *("predict", "--run-id", "{run_id}", "--file", "in.jsonl"),
+        files={"in.jsonl/x": "{}"},
+        expected=("in.jsonl: a folder, not a file",),
+        model=True,
+    ),
 ]
 
 
@@ -858,7 +1152,8 @@ def test_bad_input_is_one_error_line_and_writes_nothing(
     output = result.stdout + result.stderr
     assert result.exit_code == 2, output
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[:3000]
+    assert len(lines[0]) <= len("error: ") + MAX_MESSAGE_CHARS, lines[0][:3000]
     for expected in bad.expected:
         assert _fill(expected, values) in lines[0]
     assert not any(marker in output for marker in TRACEBACK_MARKERS), output

@@ -62,7 +62,9 @@ DEFAULT_IMAGE_SIZE = 28  # ImageFolder images are resized to this when no size i
 MIN_IMAGES_PER_CLASS = 3  # one each for train, val and test
 
 MAX_IDX_COMPRESSED_BYTES = 200 * 1024 * 1024  # a .gz IDX file bigger than this is refused
-MAX_IDX_DATA_BYTES = MAX_IMAGES * 10_000  # declared payload bound, checked before allocating
+# Declared payload bound, checked before allocating: 2.7 M images of 28x28 (FashionMNIST's
+# training file holds 47 MB); a 20 MB .gz of zeros could otherwise ask for tens of GB.
+MAX_IDX_DATA_BYTES = 2 * 1024**3
 MAX_CLASSES_FILE_BYTES = 1024 * 1024  # classes.txt is a short list of names
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -601,6 +603,10 @@ def _parse_idx(path: Path, stream: io.BufferedIOBase) -> np.ndarray:
     if expected > MAX_IDX_DATA_BYTES:
         raise TagifaiError(
             f"{path}: shape {dims} declares {expected} bytes, over the {MAX_IDX_DATA_BYTES} limit"
+        )
+    if ndim == 3 and max(dims[1:]) > MAX_IMAGE_SIDE:  # what predict accepts: a usable model
+        raise TagifaiError(
+            f"{path}: images of {dims[1]}x{dims[2]}; each side must be 1..{MAX_IMAGE_SIDE}"
         )
     data = np.empty(expected, dtype=np.uint8)
     view = data.data

@@ -146,9 +146,12 @@ def train(
 
     def train_epoch() -> float:
         model.train()
-        total = 0.0
-        order = torch.randperm(len(x_train), generator=generator)
-        for index in order.split(arch.batch_size):
+        total, seen = 0.0, 0
+        batches = list(torch.randperm(len(x_train), generator=generator).split(arch.batch_size))
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            # Batch norm cannot train on one image: that one waits for the next epoch's order.
+            batches.pop()
+        for index in batches:
             x = x_train[index]
             if augment:
                 x = _augment(x, generator)
@@ -156,8 +159,8 @@ def train(
             loss = F.cross_entropy(model(x.to(device)), y_train[index].to(device))
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(index)
-        return total / len(x_train)
+            total, seen = total + loss.item() * len(index), seen + len(index)
+        return total / seen
 
     def validate() -> dict[str, float]:
         logits = predict_logits(model, x_val, device)

@@ -114,6 +114,8 @@ def fetch(location: str | Path, cache_dir: Path = DATA_CACHE_DIR) -> Path:
     text = str(location)
     if not re.match(r"^https?://", text):
         path = Path(text)
+        if path.is_dir():
+            raise TagifaiError(f"{path}: a folder, not a file")
         if not path.is_file():
             raise TagifaiError(f"{path}: file not found")
         return path
