@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 import optuna
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -328,6 +329,27 @@ class PrunerConfig(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+def _check_storage_url(url: str) -> str:
+    """A database URL SQLAlchemy can open (an SQLite file's folder must exist); the
+    message never repeats the URL, which may hold a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ValueError(
+            "not a database URL (sqlite:///PATH, postgresql://HOST/DB, mysql://HOST/DB): "
+            f"{type(exc).__name__}"
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        if not folder.is_dir():
+            raise ValueError(f"the SQLite file's folder {str(folder)[:200]} does not exist")
+    return url
+
+
 class OptimizeConfig(BaseModel):
     """One Optuna study: its workload, what to optimise, how to search and where."""
 
@@ -340,7 +362,8 @@ class OptimizeConfig(BaseModel):
     n_trials: StrictInt = Field(20, ge=1, le=100_000)  # total for the study, resumed runs included
     timeout: StrictFloat | None = Field(None, gt=0, allow_inf_nan=False)  # seconds, this invocation
     seed: StrictInt = Field(42, ge=0, lt=2**32)  # sampler seed: same seed and config, same trials
-    storage: str | None = None  # Optuna storage URL; default sqlite under experiments/
+    # Optuna storage URL; default sqlite under experiments/
+    storage: Annotated[str, AfterValidator(_check_storage_url)] | None = None
     heartbeat_interval: StrictInt = Field(5, ge=1, le=3600)  # seconds between a trial's heartbeats
     grace_period: StrictInt = Field(20, ge=2, le=86_400)  # seconds without heartbeat: trial is dead
     max_retry: StrictInt = Field(2, ge=0, le=100)  # times a dead worker's trial is queued again

@@ -1085,6 +1085,24 @@ CASES = [
         expected=("in.jsonl: a folder, not a file",),
         model=True,
     ),
+    case(
+        "study-storage-not-a-database-url",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(storage="foo://bar")},
+        expected=("s.yaml: storage: not a database URL", "NoSuchModuleError"),
+    ),
+    case(
+        "option-storage-sqlite-in-a-missing-folder",
+        *("optimize", "--config", "s.yaml", "--storage", "sqlite:////nonexistent/dir/x.db"),
+        files={"s.yaml": study()},
+        expected=("--storage: storage: the SQLite file's folder /nonexistent/dir does not exist",),
+    ),
+    case(
+        "option-storage-password-not-echoed",
+        *("optimize", "--config", "s.yaml", "--storage", "nodriver://user:s3cret@host/db"),
+        files={"s.yaml": study()},
+        expected=("--storage: storage: not a database URL",),
+    ),
 ]
 
 
@@ -1156,6 +1174,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(
     assert len(lines[0]) <= len("error: ") + MAX_MESSAGE_CHARS, lines[0][:3000]
     for expected in bad.expected:
         assert _fill(expected, values) in lines[0]
+    assert "s3cret" not in output  # a URL's password is never repeated
     assert not any(marker in output for marker in TRACEBACK_MARKERS), output
     assert _tree(workdir) == before
     if store is not None:
