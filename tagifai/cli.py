@@ -30,6 +30,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+# Typer 0.29 vendors Click: its usage errors are these classes, not click's.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
 from tagifai.errors import TagifaiError, disk_full
 from tagifai.serving import LOOPBACK_HOSTS
 
@@ -813,10 +816,20 @@ def main() -> None:
     threading.excepthook = _thread_excepthook
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        code = app(prog_name="tagifai", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # bare `tagifai`: the help, as usual
+        print(exc.format_message())
+        sys.exit(2)
+    except UsageError as exc:  # a bad option or value: one line, not a boxed panel
+        where = exc.ctx.command_path if exc.ctx is not None else "tagifai"
+        _say(f"error: {where}: {exc.format_message()} (see {where} --help)")
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C outside a command
+        sys.exit(130)
     except TagifaiError as exc:
         _say(f"error: {exc}")
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1345,3 +1345,36 @@ def test_a_tracking_server_that_is_gone_is_one_line(
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and f"MLflow tracking store {uri} is unreachable" in lines[0], lines
     assert _tree(workdir) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("optimize", "--n-trials", "abc"), "Invalid value for '--n-trials'"),
+        (("optimize", "--workers", "0"), "Invalid value for '--workers'"),
+        (("optimize", "--bogus"), "No such option: --bogus"),
+        (("predict", "--threshold", "x"), "Invalid value for '--threshold'"),
+        (("serve", "--port", "70000"), "Invalid value for '--port'"),
+        (("nosuchcommand",), "No such command 'nosuchcommand'"),
+    ],
+    ids=["not-an-int", "below-its-range", "unknown-option", "not-a-number", "port", "command"],
+)
+def test_a_bad_option_is_one_line(tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
+    """The real entry point (not Typer's boxed panel): one line naming the option, exit 2."""
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tagifai.cli", *args],
+        cwd=tmp_path,
+        env=subprocess_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: tagifai"), result.stderr
+    assert expected in lines[0] and "--help" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written
