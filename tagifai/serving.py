@@ -26,6 +26,7 @@ __all__ = ["LOOPBACK_HOSTS", "MAX_REQUEST_BYTES", "build_app", "serve"]
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # a batch of ~3,000 28x28 images as JSON numbers
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+MAX_ERROR_CHARS = 1_000  # of an error answer's message
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -48,9 +49,12 @@ async def _refuse(send: Send, status: int, message: str) -> None:
 
 
 class RequestLimits:
-    """ASGI middleware: bodies over ``max_bytes`` get a 413, unparsable JSON a 400.
+    """ASGI middleware: bodies over ``max_bytes`` get a 413, unparsable JSON a 400, and
+    an error answer is cut to :data:`MAX_ERROR_CHARS` with no stack trace.
 
     The body is read here (never more than ``max_bytes`` of it) and handed on whole.
+    MLflow quotes the whole input in some error messages (a megabyte column name comes
+    back twice), and adds a stack trace to others.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_REQUEST_BYTES) -> None:
@@ -92,7 +96,51 @@ class RequestLimits:
             sent = True
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-        await self.app(scope, replay, send)
+        await self.app(scope, replay, _BoundedErrors(send))
+
+
+class _BoundedErrors:
+    """A ``send`` that holds an error answer (status 400+) until it is whole, then sends
+    it cut to size."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.start: Message | None = None
+        self.body = bytearray()
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        if len(self.body) <= 4 * MAX_REQUEST_BYTES:  # past that it is cut anyway
+            self.body += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        body = _bounded_error(bytes(self.body))
+        headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+def _bounded_error(body: bytes) -> bytes:
+    """An error answer with its message cut to :data:`MAX_ERROR_CHARS`, no stack trace."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body[:MAX_ERROR_CHARS]
+    if not isinstance(answer, dict):
+        return body[:MAX_ERROR_CHARS]
+    answer.pop("stack_trace", None)
+    message = str(answer.get("message", ""))
+    if len(message) > MAX_ERROR_CHARS:
+        answer["message"] = (
+            f"{message[: MAX_ERROR_CHARS - 40]}... [{len(message):,} characters, cut]"
+        )
+    return json.dumps(answer).encode()
 
 
 def _json_problem(body: bytes) -> str | None:

@@ -172,4 +172,11 @@ def test_tagifai_serve_checks_the_host_and_bounds_requests(workdir, tiny_params,
             assert status == code, (name, status, answer[:300])
             message = json.loads(answer)["message"] if answer.startswith("{") else answer
             assert expected in message and len(message) < 300, (name, message)
+        # an error that quotes its input (MLflow repeats a column name) comes back cut
+        huge_column = json.dumps(
+            {"dataframe_split": {"columns": ["c" * 1_000_000], "data": [["x"]]}}
+        )
+        status, answer = _post(url, huge_column.encode())
+        assert status == 400 and len(answer) < 2_000, (status, answer[:300])
+        assert "stack_trace" not in json.loads(answer)
         assert _post(url, good)[0] == 200  # still serving after all of that
