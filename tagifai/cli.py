@@ -121,7 +121,10 @@ class _QuietEndings(logging.Filter):
         if exc is not None and (isinstance(exc, KeyboardInterrupt) or disk_full(exc)):
             self.ended = True
             return False
-        return not (self.ended and "failed with value" in record.getMessage())
+        if self.ended and "failed with value" in record.getMessage():
+            self.ended = False
+            return False
+        return True
 
 
 TaskOption = Annotated[

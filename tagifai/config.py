@@ -71,6 +71,21 @@ def check_name(name: str) -> str:
 Name = Annotated[str, AfterValidator(check_name)]
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 (and JSON) do.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``), so ``1e-3`` would
+    be the string "1e-3", which a strict float field then refuses.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def describe_validation_error(exc: ValidationError, source: str, data: Any = None) -> str:
     """Turn a pydantic error into one line: ``source: key.path: reason (got value)``.
 
@@ -124,7 +139,7 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
     except OSError as exc:
         raise TagifaiError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, _Loader)
     except json.JSONDecodeError as exc:
         raise TagifaiError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     except (yaml.YAMLError, RecursionError, ValueError) as exc:

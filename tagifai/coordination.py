@@ -153,10 +153,11 @@ class _Guarded:
         self.objective = objective
         self.n_trials = n_trials
         self.stop: BaseException | None = None
-        self.error: str | None = None  # why the last trial run here failed (None: it did not)
+        self.number: int | None = None  # the last trial run here
+        self.error: str | None = None  # what it raised, if anything
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self.error = None
+        self.number, self.error = trial.number, None
         earlier = [
             t
             for t in trial.study.get_trials(deepcopy=False, states=CLAIMED_STATES)
@@ -216,13 +217,22 @@ def work(
         ran += 1
         if guarded.stop is not None:
             raise guarded.stop
-        if guarded.error is None:  # done, pruned or refused as surplus
+        # Optuna also fails a trial whose objective returned (a NaN value): read its state.
+        last = next(
+            (t for t in study.get_trials(deepcopy=False) if t.number == guarded.number), None
+        )
+        if (
+            last is None
+            or last.state != optuna.trial.TrialState.FAIL
+            or last.user_attrs.get("surplus")
+        ):
             failures = 0
             continue
         failures += 1
         if failures >= MAX_FAILURES_IN_A_ROW:
+            why = guarded.error or f"the objective returned {last.values}"
             raise TagifaiError(
                 f"study {study.study_name!r}: {failures} trials failed in a row, giving up; "
-                f"last: {guarded.error.splitlines()[0][:200]}"
+                f"last: {why.splitlines()[0][:200]}"
             )
     return ran

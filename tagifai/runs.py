@@ -61,54 +61,107 @@ TRIAL_RUN_ATTR = "mlflow_run_id"  # trial system attribute the MLflowCallback se
 # the next command on that host (a killed `train` would leave it RUNNING for good).
 HOST_TAG = "tagifai.host"
 PID_TAG = "tagifai.pid"
+# "<boot id>:<PID namespace>:<start time>" of the process (Linux; empty elsewhere): a PID
+# alone can be reused after a reboot, and a container on the host's network shares its
+# host name but not its PIDs.
+PROCESS_TAG = "tagifai.process"
 STALE_SEARCH_LIMIT = 1000  # RUNNING runs looked at per command
 
 
-def _owner_tags() -> dict[str, str]:
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
-
-
-def _alive(pid: int) -> bool:
+def _read(path: str) -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), ``""`` without /proc, or
+    ``None`` if there is no such process."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat:
+        return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the name may hold spaces
+    if not Path("/proc/self/stat").exists():  # no /proc: only the PID tells
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # another user's process
+            return ""
+        return ""
+    return None
+
+
+def _machine() -> str:
+    """This boot of this kernel, and this PID namespace (``":"`` without /proc)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{_read('/proc/sys/kernel/random/boot_id')}:{namespace}"
+
+
+def _owner_tags() -> dict[str, str]:
+    pid = os.getpid()
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(pid),
+        PROCESS_TAG: f"{_machine()}:{_start_time(pid) or ''}",
+    }
+
+
+def _is_gone(tags: dict[str, str]) -> bool:
+    """Whether the process a run's owner tags name has certainly ended."""
+    pid = tags.get(PID_TAG, "")
+    if not pid.isdigit() or int(pid) == os.getpid():
         return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    boot, _, rest = tags.get(PROCESS_TAG, "").partition(":")
+    namespace, _, started = rest.rpartition(":")
+    here_boot, _, here_namespace = _machine().partition(":")
+    if boot and here_boot and boot != here_boot:
+        return True  # the machine rebooted since: every process of that boot is gone
+    if namespace != here_namespace:
+        return False  # another PID namespace (a container): its processes are not visible
+    now = _start_time(int(pid))
+    return now is None or bool(started and now and now != started)  # gone, or PID reused
 
 
 def close_stale_runs(experiment_id: str) -> list[str]:
     """Close FAILED the RUNNING runs that a process on this host left open when it died.
 
     A SIGKILL (or the OOM killer, or a power cut) gives a process no chance to end
-    its run. Runs tagged with this host's name and a process id that no longer
-    exists are closed here, with a ``tagifai.closed_by`` tag saying so. Runs of
-    other hosts are left alone: their processes cannot be seen from here.
+    its run. Runs tagged with this host's name whose process has ended (by its PID
+    and start time, in this PID namespace; or any process of an earlier boot) are
+    closed here, with a ``tagifai.closed_by`` tag saying so. Runs of other hosts and
+    other containers are left alone: their processes cannot be seen from here.
+    Best effort: a store that cannot be written now (a full disk) leaves them for the
+    next command.
 
     Returns:
         The ids of the runs closed.
     """
     host = socket.gethostname()
     client = MlflowClient()
-    running = client.search_runs(
-        [experiment_id],
-        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
-        max_results=STALE_SEARCH_LIMIT,
-    )
     closed = []
-    for run in running:
-        pid = run.data.tags.get(PID_TAG, "")
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        client.set_tag(
-            run.info.run_id,
-            "tagifai.closed_by",
-            f"process {pid} on {host} ended without closing this run; "
-            f"closed FAILED by process {os.getpid()}",
+    try:
+        running = client.search_runs(
+            [experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+            max_results=STALE_SEARCH_LIMIT,
         )
-        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
-        closed.append(run.info.run_id)
+        for run in running:
+            if not _is_gone(run.data.tags):
+                continue
+            client.set_tag(
+                run.info.run_id,
+                "tagifai.closed_by",
+                f"process {run.data.tags[PID_TAG]} on {host} ended without closing this run; "
+                f"closed FAILED by process {os.getpid()}",
+            )
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+            closed.append(run.info.run_id)
+    except MlflowException as exc:
+        logger.debug("could not close stale runs: %s", exc)
     if closed:
         logger.warning(
             "closed %d run(s) FAILED that killed processes left RUNNING: %s",

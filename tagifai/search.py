@@ -35,7 +35,13 @@ from pydantic import (
     model_validator,
 )
 
-from tagifai.config import Name, describe_validation_error, read_mapping, validate
+from tagifai.config import (
+    EXPERIMENTS_DIR,
+    Name,
+    describe_validation_error,
+    read_mapping,
+    validate,
+)
 from tagifai.errors import TagifaiError
 from tagifai.workloads import get_workload
 from tagifai.workloads.base import RunParams, Workload
@@ -130,7 +136,10 @@ class FloatSpace(BaseModel):
         """How many values the grid sampler would try (it needs a step)."""
         if self.step is None:
             raise ValueError("the grid sampler needs a step on float ranges")
-        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        steps = (self.high - self.low) / self.step
+        if not math.isfinite(steps) or steps > 10 * MAX_GRID_POINTS:
+            raise ValueError(f"step {self.step} makes a grid of more than {MAX_GRID_POINTS} points")
+        return math.floor(steps + 1e-9) + 1
 
     def grid(self) -> list[Any]:
         """Every value of the range, for the grid sampler (needs a step)."""
@@ -191,6 +200,7 @@ class _Kwargs(BaseModel):
 
 
 class _TPEKwargs(_Kwargs):
+    consider_prior: StrictBool = True
     n_startup_trials: Count = 10
     n_ei_candidates: Annotated[StrictInt, Field(ge=1, le=10_000)] = 24
     prior_weight: Annotated[StrictFloat, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1.0
@@ -206,6 +216,7 @@ class _CmaEsKwargs(_Kwargs):
     sigma0: Annotated[StrictFloat, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = None
     n_startup_trials: Count = 1
     popsize: Annotated[StrictInt, Field(ge=2, le=10_000)] | None = None
+    inc_popsize: Annotated[StrictInt, Field(ge=1, le=100)] = 2
     use_separable_cma: StrictBool = False
     with_margin: StrictBool = False
     lr_adapt: StrictBool = False
@@ -216,6 +227,7 @@ class _CmaEsKwargs(_Kwargs):
 class _QMCKwargs(_Kwargs):
     qmc_type: Literal["sobol", "halton"] = "sobol"
     scramble: StrictBool = False
+    warn_asynchronous_seeding: StrictBool = True
     warn_independent_sampling: StrictBool = True
 
 
@@ -345,7 +357,7 @@ def _check_storage_url(url: str) -> str:
         ) from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).parent
-        if not folder.is_dir():
+        if not folder.is_dir() and folder != EXPERIMENTS_DIR:  # experiments/ is made on use
             raise ValueError(f"the SQLite file's folder {str(folder)[:200]} does not exist")
     return url
 
@@ -572,8 +584,9 @@ def load_optimize_config(
         if data.get("task", task) != task:
             raise TagifaiError(f"{path}: task: the file is for {data['task']!r}, not --task {task}")
         data["task"] = task
-    config = validate(OptimizeConfig, data, str(path))
     given = {key: value for key, value in overrides.items() if value is not None}
+    # The file's own values first (those an option replaces are not the file's problem).
+    config = validate(OptimizeConfig, {k: v for k, v in data.items() if k not in given}, str(path))
     try:  # an override is the option's fault, not the file's
         config = OptimizeConfig.model_validate({**data, **given})
     except ValidationError as exc:

@@ -120,7 +120,9 @@ class _BoundedErrors:
         if message.get("more_body", False):
             return
         body = _bounded_error(bytes(self.body))
-        headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+        headers = [
+            (k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"
+        ]
         headers.append((b"content-length", str(len(body)).encode()))
         await self.send({**self.start, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})

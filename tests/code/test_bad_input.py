@@ -938,7 +938,7 @@ CASES = [
                 ),
             )
         },
-        expected=("s.yaml: the grid has", "points; at most 100000"),
+        expected=("s.yaml: search_space.architecture.ngram.lr: step 1e-300 makes a grid",),
     ),
     case(
         "study-sampler-kwarg-as-text",
@@ -962,7 +962,10 @@ CASES = [
         "study-sampler-a-function-keyword",
         *("optimize", "--config", "s.yaml"),
         files={"s.yaml": study(sampler={"name": "TPE", "kwargs": {"gamma": 0.5}})},
-        expected=("s.yaml: sampler TPE: unknown keyword 'gamma'; it takes n_startup_trials",),
+        expected=(
+            "s.yaml: sampler TPE: unknown keyword 'gamma'",
+            "it takes consider_prior, n_startup_trials",
+        ),
     ),
     case(
         "study-sampler-own-seed",
@@ -1102,6 +1105,19 @@ CASES = [
         *("optimize", "--config", "s.yaml", "--storage", "nodriver://user:s3cret@host/db"),
         files={"s.yaml": study()},
         expected=("--storage: storage: not a database URL",),
+    ),
+    case(
+        "study-grid-step-that-overflows",
+        *("optimize", "--config", "s.yaml"),
+        files={
+            "s.yaml": study(
+                sampler={"name": "Grid"},
+                search_space=ngram_space(
+                    weight_decay={"type": "float", "low": 0.0, "high": 1.0, "step": 5e-324}
+                ),
+            )
+        },
+        expected=("s.yaml: search_space.architecture.ngram.weight_decay: step 5e-324",),
     ),
 ]
 

@@ -836,3 +836,36 @@ def test_every_sampler_samples_valid_params(tmp_path, sampler):
         study.optimize(objective, n_trials=4)
     assert len(seen) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert all(0.0 <= d <= 0.5 and h in (16, 32, 48, 64) for d, h in seen)
+
+
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-3` as a string; the config reader reads it as YAML 1.2
+    and JSON do, so strict float fields take it (and a quoted one stays a string)."""
+    path = write_study(tmp_path)
+    path.write_text(
+        path.read_text()
+        + "search_space:\n  architecture:\n    ngram:\n"
+        + "      lr: {type: float, low: 1e-4, high: 5E-2, log: true}\n"
+    )
+    config, _, _ = load_optimize_config(path)
+    assert config.architectures["ngram"]["lr"] == FloatSpace(
+        type="float", low=1e-4, high=5e-2, log=True
+    )
+    quoted = write_study(tmp_path, name="q.yaml")
+    quoted.write_text(
+        quoted.read_text()
+        + "search_space:\n  architecture:\n    ngram:\n"
+        + "      lr: {type: float, low: '1e-4', high: 0.05}\n"
+    )
+    assert "valid number" in one_error(quoted)
+
+
+def test_an_option_replaces_the_files_value_before_it_is_checked(tmp_path, monkeypatch):
+    """A file's storage in a folder that does not exist is no error when --storage replaces
+    it; the default folder experiments/ is made on first use, so naming it is fine too."""
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, storage="sqlite:////nonexistent/dir/x.db")
+    assert "storage: the SQLite file's folder /nonexistent/dir does not exist" in one_error(path)
+    config, _, _ = load_optimize_config(path, storage="sqlite:///experiments/optuna.db")
+    assert config.storage == "sqlite:///experiments/optuna.db"
+    assert not (tmp_path / "experiments").exists()  # nothing made by loading

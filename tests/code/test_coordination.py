@@ -221,3 +221,13 @@ def test_failing_trials_stop_the_worker(error, trials_run, expected):
     assert expected in str(raised.value)
     assert len(study.trials) == trials_run
     assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+
+
+def test_trials_that_return_nan_stop_the_worker():
+    """Optuna fails a trial whose value is NaN (a diverged loss) after the objective
+    returned: three in a row stop the worker too, instead of a study that never fills."""
+    study = optuna.create_study(direction="minimize")
+    with pytest.raises(TagifaiError, match="3 trials failed in a row") as raised:
+        coordination.work(study, lambda trial: float("nan"), n_trials=5, timeout=60, callbacks=[])
+    assert "returned" in str(raised.value)
+    assert len(study.trials) == 3
