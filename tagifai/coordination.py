@@ -27,7 +27,7 @@ import optuna
 import sqlalchemy as sa
 import sqlalchemy.exc
 
-from tagifai.errors import TagifaiError, disk_full
+from tagifai.errors import ModelTooLarge, TagifaiError, disk_full
 
 __all__ = [
     "DONE_STATES",
@@ -175,7 +175,9 @@ class _Guarded:
             raise
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {str(exc).strip()}"
-            if isinstance(exc, TagifaiError) or disk_full(exc):
+            if (isinstance(exc, TagifaiError) and not isinstance(exc, ModelTooLarge)) or disk_full(
+                exc
+            ):
                 self.stop = exc
             raise
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["TagifaiError", "disk_full"]
+__all__ = ["ModelTooLarge", "TagifaiError", "disk_full"]
 
 # What SQLite (through sqlite3, SQLAlchemy and MLflow) says when a write finds no room.
 _SQLITE_FULL = "database or disk is full"
@@ -28,6 +28,14 @@ class TagifaiError(Exception):
         if len(message) > MAX_MESSAGE_CHARS:
             message = f"{message[: MAX_MESSAGE_CHARS - 40]}... [{len(message):,} characters, cut]"
         super().__init__(message)
+
+
+class ModelTooLarge(TagifaiError):
+    """The sizes asked for make a network over the parameter bound.
+
+    Each size has its own bound, but not their product. In a study this fails the
+    trial (its sampled sizes were too large together), not the study.
+    """
 
 
 def disk_full(exc: BaseException) -> str | None:

@@ -23,19 +23,49 @@ import numpy as np
 import torch
 from torch import nn
 
+from tagifai.errors import ModelTooLarge
+
 __all__ = [
+    "MAX_PARAMETERS",
     "THREADS_ENV",
     "Checkpointing",
     "EpochLoop",
     "GeneratorState",
     "NullReporter",
     "Reporter",
+    "build_bounded",
     "fit_epochs",
     "get_device",
     "set_seeds",
 ]
 
 logger = logging.getLogger(__name__)
+
+# Weights of one model: 400 MB in float32, ~1.6 GB with gradients and Adam's state. The
+# largest default network (ResNet-18) has 11 M; each size knob has a bound, their product
+# is bounded here.
+MAX_PARAMETERS = 100_000_000
+
+
+def build_bounded(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()``, after a dry run on the meta device (no memory) counted its parameters.
+
+    Raises:
+        ModelTooLarge: If the model would have more than :data:`MAX_PARAMETERS`.
+    """
+    try:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in build().parameters())
+    except Exception as exc:  # a model that needs real tensors to be built: build it
+        logger.debug("no dry run of the model: %s", exc)
+        return build()
+    if count > MAX_PARAMETERS:
+        raise ModelTooLarge(
+            f"model: {count:,} parameters, over the limit of {MAX_PARAMETERS:,}: "
+            "choose smaller sizes (units, filters, embedding, channels)"
+        )
+    return build()
+
 
 THREADS_ENV = "TAGIFAI_TORCH_THREADS"  # torch threads of a worker sharing the machine
 DEVICE_ENV = "TAGIFAI_DEVICE"  # a worker's device, e.g. cuda:1 (one trial per GPU)

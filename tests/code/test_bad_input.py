@@ -1394,3 +1394,28 @@ def test_a_bad_option_is_one_line(tmp_path: Path, args: tuple[str, ...], expecte
     assert len(lines) == 1 and lines[0].startswith("error: tagifai"), result.stderr
     assert expected in lines[0] and "--help" in lines[0]
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_sizes_too_large_together_are_one_line_before_any_memory(workdir: Path) -> None:
+    """Each size is within its bound, the network is not (3.4 G parameters): one line
+    from a dry run on the meta device, before any weight is allocated; the run is FAILED."""
+    (workdir / "big.json").write_text(
+        json.dumps(
+            {
+                "task": "text",
+                "model": {
+                    "architecture": "cnn",
+                    "embedding_dim": 4096,
+                    "num_filters": 4096,
+                    "max_filter_size": 16,
+                    "hidden_dim": 16384,
+                },
+            }
+        )
+    )
+    result = CliRunner().invoke(app, ["train", "--params", "big.json"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "parameters, over the limit of 100,000,000" in lines[0], lines
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert list(runs["status"]) == ["FAILED"]

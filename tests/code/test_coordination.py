@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from tagifai import coordination
 from tagifai.best_params import read_best_params
 from tagifai.cli import app
-from tagifai.errors import TagifaiError
+from tagifai.errors import ModelTooLarge, TagifaiError
 
 pytestmark = pytest.mark.slow
 
@@ -207,16 +207,17 @@ def _failing(error: Exception):
         ),
         # a problem of the config or data: every trial would meet it, so the first says it
         (TagifaiError("params.model.lr: must be finite"), 1, "params.model.lr: must be finite"),
+        # sizes sampled too large together: that trial's problem, not the study's
+        (ModelTooLarge("model: 3,365,851,148 parameters"), 3, "3 trials failed in a row"),
         # a full disk: stop at once (the CLI turns it into one line)
         (OSError(errno.ENOSPC, "No space left on device"), 1, "No space left on device"),
     ],
-    ids=["runtime-error", "config-error", "disk-full"],
+    ids=["runtime-error", "config-error", "model-too-large", "disk-full"],
 )
 def test_failing_trials_stop_the_worker(error, trials_run, expected):
     study = optuna.create_study(direction="maximize")
-    with pytest.raises(
-        type(error) if not isinstance(error, RuntimeError) else TagifaiError
-    ) as raised:
+    gives_up = trials_run == coordination.MAX_FAILURES_IN_A_ROW
+    with pytest.raises(TagifaiError if gives_up else type(error)) as raised:
         coordination.work(study, _failing(error), n_trials=10, timeout=None, callbacks=[])
     assert expected in str(raised.value)
     assert len(study.trials) == trials_run

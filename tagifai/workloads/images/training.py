@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tagifai.training import GeneratorState, Reporter, fit_epochs, get_device, set_seeds
+from tagifai.training import (
+    GeneratorState,
+    Reporter,
+    build_bounded,
+    fit_epochs,
+    get_device,
+    set_seeds,
+)
 from tagifai.workloads.base import DecisionRule, TrainResult
 from tagifai.workloads.images.data import ImageData as ImageDataSet
 from tagifai.workloads.images.data import ImageSplits
@@ -138,7 +145,9 @@ def train(
     y_train = torch.from_numpy(splits.train.labels)
     x_val = torch.from_numpy(encoder.encode(splits.val.images))
     y_val = splits.val.labels
-    model = build_model(params, encoder, num_classes=len(dataset.classes)).to(device)
+    model = build_bounded(
+        lambda: build_model(params, encoder, num_classes=len(dataset.classes))
+    ).to(device)
     optimizer = _optimizer(arch, model)
     scheduler = _scheduler(arch, optimizer)
     generator = torch.Generator().manual_seed(params.seed)

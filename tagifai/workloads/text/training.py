@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tagifai.training import GeneratorState, Reporter, fit_epochs, get_device, set_seeds
+from tagifai.training import (
+    GeneratorState,
+    Reporter,
+    build_bounded,
+    fit_epochs,
+    get_device,
+    set_seeds,
+)
 from tagifai.workloads.base import DecisionRule, TrainResult
 from tagifai.workloads.text import data, evaluate
 from tagifai.workloads.text.encoders import fit_encoder
@@ -261,7 +268,9 @@ def train(
         loss_fn=_loss_fn(y_train, params.class_weights, device),
         device=device,
     )
-    model = build_model(params, encoder, num_classes=len(dataset.classes)).to(device)
+    model = build_bounded(
+        lambda: build_model(params, encoder, num_classes=len(dataset.classes))
+    ).to(device)
     if isinstance(params.model, LinearParams):
         assert isinstance(model, TfidfLinear)
         best_epoch, epochs_run, history = fit_full_batch(model, params, enc, reporter)
