@@ -758,7 +758,7 @@ def serve_command(
     hosts = [name.strip() for name in allowed_hosts.split(",") if name.strip()]
     if not hosts:
         raise TagifaiError(f"--allowed-hosts: no host name in {allowed_hosts!r:.80}")
-    uri = model_uri or f"models:/{_workload(task).model_name}@champion"
+    uri = _resolve_model_uri(_workload(task), None, model_uri)
     tracking.configure(read_only=True)
     serving.serve(uri, host, port, hosts)
 

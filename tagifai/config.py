@@ -32,6 +32,7 @@ __all__ = [
     "Name",
     "check_name",
     "describe_validation_error",
+    "parse_json",
     "read_mapping",
     "validate",
 ]
@@ -121,6 +122,22 @@ def _written_path(loc: tuple[int | str, ...], data: Any) -> list[str]:
     return path
 
 
+def parse_json(text: str, where: str) -> Any:
+    """``json.loads``, with every way it fails as one line naming ``where``.
+
+    Besides malformed JSON: nesting past Python's recursion limit, and integers past
+    the 4,300 digits Python converts.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TagifaiError(f"{where}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:
+        raise TagifaiError(f"{where}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise TagifaiError(f"{where}: invalid JSON: {str(exc).split(':')[0][:80]}") from None
+
+
 def read_mapping(path: Path | str) -> dict[str, Any]:
     """Read a JSON or YAML file holding one mapping, with errors that name the file.
 
@@ -138,17 +155,17 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
         raise TagifaiError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise TagifaiError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, _Loader)
-    except json.JSONDecodeError as exc:
-        raise TagifaiError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        # ValueError: an integer of more digits than Python converts (a number too large).
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).split(":")[0]
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise TagifaiError(f"{path}: invalid {kind}{line}: {str(problem)[:120]}") from None
+    if path.suffix == ".json":
+        data = parse_json(text, str(path))
+    else:
+        try:
+            data = yaml.load(text, _Loader)
+        except (yaml.YAMLError, RecursionError, ValueError) as exc:
+            # ValueError: an integer of more digits than Python converts (a number too large).
+            mark = getattr(exc, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).split(":")[0]
+            raise TagifaiError(f"{path}: invalid YAML{line}: {str(problem)[:120]}") from None
     if not isinstance(data, dict):
         raise TagifaiError(f"{path}: expected a mapping of keys to values")
     depth, values, chars = _shape(data)

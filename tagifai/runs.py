@@ -261,13 +261,13 @@ def train_run(
         status = RunStatus.FAILED
         raise
     finally:
-        if status == RunStatus.FINISHED:
+        try:
             mlflow.end_run(RunStatus.to_string(status))
-        else:  # the error that ended the run is what the user sees, not a failed close
-            try:
-                mlflow.end_run(RunStatus.to_string(status))
-            except Exception as exc:
-                logger.debug("could not close run %s: %s", run.info.run_id, exc)
+        except Exception as exc:
+            if status == RunStatus.FINISHED:
+                raise
+            # The error that ended the run is what the user sees, not a failed close.
+            logger.debug("could not close run %s: %s", run.info.run_id, exc)
 
 
 def log_run_params(

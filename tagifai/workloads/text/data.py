@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tagifai.config import DATA_CACHE_DIR
+from tagifai.config import DATA_CACHE_DIR, parse_json
 from tagifai.errors import TagifaiError
 from tagifai.files import write_bytes_atomic
 from tagifai.workloads.text.params import TextData
@@ -153,22 +153,6 @@ def _read_text(path: Path) -> str:
         raise TagifaiError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _loads(text: str, where: str) -> Any:
-    """``json.loads``, with every way it fails as one line naming ``where``.
-
-    Besides malformed JSON: nesting past Python's recursion limit, and integers past
-    the 4,300 digits Python converts.
-    """
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TagifaiError(f"{where}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except RecursionError:
-        raise TagifaiError(f"{where}: invalid JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise TagifaiError(f"{where}: invalid JSON: {str(exc).split(':')[0][:80]}") from None
-
-
 def _read_records(path: Path, label: str) -> list[dict[str, Any]]:
     """Read a JSON list of objects or a CSV file into a list of dicts."""
     text = _read_text(path)
@@ -177,7 +161,7 @@ def _read_records(path: Path, label: str) -> list[dict[str, Any]]:
             return list(csv.DictReader(io.StringIO(text)))
         except csv.Error as exc:
             raise TagifaiError(f"{path}: invalid CSV ({exc})") from None
-    records = _loads(text, str(path))
+    records = parse_json(text, str(path))
     if isinstance(records, dict) and label == "taxonomy":
         # The 2020 format: {tag: {aliases, parents}}.
         rows = []
@@ -521,7 +505,7 @@ def read_batch(path: Path) -> pd.DataFrame:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        row = _loads(line, f"{path}: line {number}")
+        row = parse_json(line, f"{path}: line {number}")
         if isinstance(row, str):
             row = {"text": row}
         if not isinstance(row, dict):
