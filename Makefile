@@ -5,8 +5,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-# One tracking store for the CLI, `mlflow run`, the UI and the model server.
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/experiments/mlflow.db
+# One tracking store for the CLI, `mlflow run`, the UI and the model server: MLflow's own
+# default (./mlflow.db here), so they agree with no variable set; yours (a server) wins.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 # The workload: text (tag project descriptions) or images (classify grey images).
 TASK ?= text
 ifeq ($(TASK),images)
@@ -79,9 +80,7 @@ train: install ## Train one model on the sample data (one MLflow run); TASK=imag
 	tagifai train --task $(TASK)
 
 optimize: install ## Run the Optuna study through `mlflow run` on the sample data; TASK=images for digits
-	tagifai init-experiment $(STUDY) >/dev/null
-	mlflow run . -e optimize --env-manager local --experiment-name $(STUDY) \
-		-P task=$(TASK) -P study_name=$(STUDY)
+	mlflow run . -e optimize --env-manager local -P task=$(TASK) -P study_name=$(STUDY)
 
 servers-start: install system-deps ## Start PostgreSQL (127.0.0.1:5433) and an MLflow server on it (127.0.0.1:5002)
 	scripts/servers.sh pg-start
@@ -129,6 +128,6 @@ bench-smoke: install ## Every benchmark on the samples, tiny settings (checks th
 	$(PY) -m benchmarks.run_all --smoke
 
 clean: ## Remove run outputs (tracking store, studies, caches); keeps .venv
-	rm -rf experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data \
+	rm -rf mlflow.db experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data \
 		config/best_params.json config/best_params-images.json .servers reports test-artifacts
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -58,7 +58,7 @@ from benchmarks.common import (
     warm_up,
     workspace,
 )
-from tagifai import plots, runs
+from tagifai import plots, runs, study_runs
 from tagifai.search import OptimizeConfig, PrunerConfig
 from tagifai.study import run_study
 from tagifai.workloads.base import DataSet, RunParams, Splits
@@ -75,18 +75,19 @@ OVERHEAD_TARGET = Target("<=", 3.0, "<= 3%")
 
 # Everything a tracked study does that an untracked one does not, by where it is called.
 TRACKING_CALLS: list[tuple[Any, str]] = [
-    (runs.StudyTracker, "start"),
-    (runs.StudyTracker, "callback"),
-    (runs.StudyTracker, "log_study"),  # the parent run's data, params and config
-    (runs.StudyTracker, "trial_started"),  # a trial's params
-    (runs.StudyTracker, "trial_finished"),  # its metrics and logged model
-    (runs.StudyTracker, "log_summary"),
-    (runs.StudyTracker, "end"),
+    (study_runs.StudyRuns, "_start_parent"),
+    (study_runs.StudyRuns, "_end_parent"),
+    (study_runs.StudyRuns, "log_study"),  # the parent run's data, params and config
+    (study_runs.TrialRun, "log_params"),  # a trial's params
+    (study_runs.TrialRun, "log_model"),  # its metrics and logged model
+    (study_runs.TrialRun, "finish"),  # the MLflowCallback's value and tags
+    (study_runs.TrialRun, "close_epochs"),
+    (study_runs.StudyRuns, "log_summary"),
     (runs.MlflowReporter, "__init__"),
     (runs.MlflowReporter, "on_epoch_end"),
     (runs.MlflowReporter, "flush"),
-    (plots, "write_plots"),  # the summary's plots, for the tracker's parent run
-    (mlflow, "start_run"),  # the MLflowCallback's child runs
+    (plots, "write_plots"),  # the summary's plots, for the parent run
+    (mlflow, "start_run"),  # the trials' child runs
     (mlflow, "end_run"),
 ]
 
@@ -95,7 +96,7 @@ TRACKING_CALLS: list[tuple[Any, str]] = [
 def timed_tracking() -> Iterator[list[float]]:
     """Time every call in :data:`TRACKING_CALLS` while inside; yields ``[seconds]``.
 
-    Only outermost calls count (``mlflow.start_run`` inside ``StudyTracker.start``,
+    Only outermost calls count (``mlflow.start_run`` inside ``StudyRuns._start_parent``,
     or ``flush`` inside ``on_epoch_end``, is not counted twice). The originals are
     put back on the way out.
     """

@@ -3,10 +3,10 @@
 The script starts a real PostgreSQL 15 and a real ``mlflow server`` backed by it
 (``scripts/servers.sh``, 127.0.0.1, a temporary folder), then for each N runs N
 worker processes on one fresh study. A worker is tagifai's own study machinery
-(the storage settings of :func:`tagifai.study.make_storage`, the claims and work
-loop of :mod:`tagifai.coordination`, the parent run and one nested child run per
-trial of :class:`tagifai.runs.StudyTracker`, per-epoch metrics through
-:class:`tagifai.runs.MlflowReporter`) around an objective that does no CPU work:
+(the storage settings of :func:`tagifai.study.make_storage`, the claims, next trial
+and heartbeats of :mod:`tagifai.coordination`, the parent run and one nested child run
+per trial of :class:`tagifai.study_runs.StudyRuns`, per-epoch metrics in batches, the
+MLflowCallback's value and tags) around a trial that does no CPU work and logs no model:
 each epoch sleeps a fixed time and reports an intermediate value. So the figure is
 the pipeline's coordination cost, not the two cores' training speed.
 
@@ -99,9 +99,9 @@ def worker(args: argparse.Namespace) -> None:
     import optuna
 
     from tagifai import coordination, tracking
-    from tagifai.runs import MlflowReporter, StudyTracker
     from tagifai.search import OptimizeConfig
     from tagifai.study import make_storage
+    from tagifai.study_runs import StudyRuns
 
     quiet()
     storage_times: list[float] = []
@@ -117,31 +117,33 @@ def worker(args: argparse.Namespace) -> None:
         study_name=args.study, storage=store, sampler=optuna.samplers.RandomSampler()
     )
     study_id = store.get_study_id_from_name(args.study)
-    tracker = StudyTracker("value")
-    tracker.start(
+    runs = StudyRuns("value")
+    ran = 0
+    with runs.parent(
         study,
         experiment_name=args.study,
         claim=lambda name: coordination.claim(store, f"{study_id}:{name}"),
         storage=store,
-    )
-    storage_times.clear()
-    mlflow_times.clear()
-    go = Path(args.go)
-    while not go.exists():  # all workers start trials together
-        time.sleep(0.05)
-
-    def objective(trial: optuna.Trial) -> float:
-        x = trial.suggest_float("x", 0.0, 1.0)
-        with MlflowReporter() as reporter:
-            for epoch in range(1, args.epochs + 1):
-                time.sleep(args.sleep)
-                reporter.on_epoch_end(epoch, {"val_value": x * epoch})
-                trial.report(x * epoch, epoch)
-        return x
-
-    ran = coordination.work(study, tracker.track(objective), args.trials, None, [tracker.callback])
-    # The last worker out finishes the shared parent; the others leave it running.
-    tracker.end("FINISHED" if coordination.study_is_complete(study, args.trials) else "RUNNING")
+    ) as parent:
+        storage_times.clear()
+        mlflow_times.clear()
+        go = Path(args.go)
+        while not go.exists():  # all workers start trials together
+            time.sleep(0.05)
+        # The loop of tagifai.study.run_trial, around a trial that only waits.
+        while (trial := coordination.next_trial(study, args.trials, None)) is not None:
+            with coordination.heartbeat(trial), runs.trial(trial) as run:
+                x = trial.suggest_float("x", 0.0, 1.0)
+                run.log_params({"x": x})
+                for epoch in range(1, args.epochs + 1):
+                    time.sleep(args.sleep)
+                    run.epochs.on_epoch_end(epoch, {"val_value": x * epoch})
+                    trial.report(x * epoch, epoch)
+                run.finish(study, study.tell(trial, x))
+            ran += 1
+        # The last worker out finishes the shared parent; the others leave it running.
+        complete = coordination.study_is_complete(study, args.trials)
+        parent.status = "FINISHED" if complete else "RUNNING"
     Path(args.result).write_text(
         json.dumps({"ran": ran, "storage": storage_times, "mlflow": mlflow_times})
     )

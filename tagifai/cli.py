@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -72,9 +73,12 @@ def command(name: str) -> Callable[[F], F]:
     """
 
     def register(func: F) -> F:
+        options = _option_names(func)
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
+                _refuse_empty(kwargs, options)
                 return func(*args, **kwargs)
             except TagifaiError as exc:
                 _say(f"error: {exc}")
@@ -102,6 +106,29 @@ def command(name: str) -> Callable[[F], F]:
         return func
 
     return register
+
+
+def _option_names(func: Callable[..., Any]) -> dict[str, str]:
+    """Each parameter's option as the user types it (``n_trials`` -> ``--n-trials``)."""
+    names = {}
+    for name, hint in typing.get_type_hints(func, include_extras=True).items():
+        # Under Annotated, typer keeps an option's first declaration as its ``default``.
+        declared = [
+            str(meta.default)
+            for meta in getattr(hint, "__metadata__", ())
+            if isinstance(meta, typer.models.OptionInfo) and str(meta.default).startswith("-")
+        ]
+        names[name] = declared[0] if declared else name
+    return names
+
+
+def _refuse_empty(kwargs: dict[str, Any], options: dict[str, str]) -> None:
+    """No value means "the default" by being left out, never by being empty."""
+    for name, value in kwargs.items():
+        if value == "" or (isinstance(value, list) and "" in value):
+            raise TagifaiError(
+                f"{options.get(name, name)}: empty value (leave it out for its default)"
+            )
 
 
 class _QuietEndings(logging.Filter):
@@ -163,8 +190,7 @@ def _workload(task: str) -> Any:
 def _data_sources(
     workload: Any, data: str | None, tags: str | None
 ) -> tuple[str | None, str | None]:
-    """The embedded sample unless the user points elsewhere ("" counts as not given)."""
-    data, tags = data or None, tags or None
+    """The embedded sample unless the user points elsewhere."""
     if tags is not None and workload.extra_option != "--tags":
         raise TagifaiError(f"--tags: the {workload.name} task takes no taxonomy")
     if data is None:
@@ -229,7 +255,7 @@ def train_command(
     workload = _workload(task)
     if experiment_name:
         _check_name("--experiment-name", experiment_name)
-    params = load_params_file(workload, params_file or workload.params_file)  # "": the default
+    params = load_params_file(workload, params_file or workload.params_file)
     dataset, splits = jobs.load_data(params, *_data_sources(workload, data, tags))
     tracking.configure()
     with _progress() as progress:
@@ -283,9 +309,7 @@ def train_best_command(
     from tagifai import jobs, tracking
 
     workload = _workload(task or "text")
-    params_file = Path(params_path) if params_path else None  # "" from `mlflow run`: not given
-    from_run = from_run or None
-    study_name = study_name or None
+    params_file = Path(params_path) if params_path is not None else None
     if sum(source is not None for source in (params_file, from_run, study_name)) > 1:
         raise TagifaiError("train-best: give one of --study, --params and --from-run")
     if params_file is None and from_run is None and study_name is None:
@@ -297,9 +321,9 @@ def train_best_command(
     if from_run:
         tracking.configure(read_only=True)
     if study_name is not None:
-        best = _best_of_study(study_name, storage or None)
+        best = _best_of_study(study_name, storage)
     else:
-        best = jobs.load_best_params(params_file, from_run or None)
+        best = jobs.load_best_params(params_file, from_run)
     if task is not None and best.task != task:
         raise TagifaiError(
             f"{params_file or from_run or study_name}: params of task {best.task}, "
@@ -382,7 +406,7 @@ def evaluate_command(
     from tagifai import jobs, tracking
 
     tracking.configure(read_only=True)
-    metrics = jobs.evaluate_run(run_id, data or None, tags or None)
+    metrics = jobs.evaluate_run(run_id, data, tags)
     _print_metrics(f"test metrics of run {run_id}", metrics["overall"])
     if "slices" in metrics:
         console.print_json(json.dumps({"slices": metrics["slices"]}))
@@ -460,16 +484,23 @@ def optimize_command(
     tags: TagsOption = None,
     n_trials: Annotated[
         int | None,
-        typer.Option("--n-trials", min=0, help="Total trials of the study (0: the config's)."),
+        typer.Option(
+            "--n-trials", min=1, help="Total trials of the study. [default: the config's]"
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", min=0, help="Stop starting trials after S seconds (0: none)."),
+        typer.Option(
+            "--timeout",
+            min=1,
+            help="Stop starting trials after S seconds. [default: the config's, none]",
+        ),
     ] = None,
     study_name: Annotated[str | None, typer.Option("--study-name", help="Study name.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL.")] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", min=-1, help="Sampler seed (-1: the config's).")
+        int | None,
+        typer.Option("--seed", min=0, max=2**32 - 1, help="Sampler seed. [default: the config's]"),
     ] = None,
     workers: Annotated[
         int,
@@ -496,15 +527,14 @@ def optimize_command(
 
     if study_name:
         _check_name("--study-name", study_name)
-    # 0 and "" from `mlflow run`'s defaults mean "not given".
     study_config, base, workload = load_optimize_config(
-        config or None,
-        task=task or None,
-        n_trials=n_trials or None,
-        timeout=timeout or None,
-        study_name=study_name or None,
-        storage=storage or None,
-        seed=None if seed is None or seed < 0 else seed,
+        config,
+        task=task,
+        n_trials=n_trials,
+        timeout=timeout,
+        study_name=study_name,
+        storage=storage,
+        seed=seed,
     )
     data_path, tags_path = _data_sources(workload, data, tags)
     dataset, splits = jobs.load_data(base, data_path, tags_path)
@@ -514,7 +544,7 @@ def optimize_command(
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
     tracking.configure()  # a tracking server that is down is one line here
     if workers > 1:
-        study.open_study(study_config, storage or None)  # creates the schema once
+        study.open_study(study_config, storage)  # creates the schema once
     # The helpers get this process's resolved settings, so all workers agree.
     helper_command = [
         *("optimize", "--task", workload.name),
@@ -535,7 +565,7 @@ def optimize_command(
             base,
             dataset,
             splits,
-            storage=storage or None,
+            storage=storage,
             best_params_file=workload.best_params_file,
             on_trial=progress.on_trial,
         )

@@ -8,20 +8,30 @@ adds the little the pipeline needs on top of it:
   summary). With a database storage it is a row in a small ``tagifai_claims``
   table next to Optuna's own, made through Optuna's engine: no lock shows up as a
   study to Optuna's clients or optuna-dashboard.
-- :func:`work`: run trials until the study holds ``n_trials`` done ones; a trial
-  started after others filled the study stops before training (:class:`SurplusTrial`);
-  an idle worker waits for the others' trials, which may die and need a retry.
+- :func:`next_trial`: the next trial this worker runs (queued ones first), or ``None``
+  once the study holds ``n_trials`` done ones; a trial asked for after others filled the
+  study is told FAIL (``surplus``) before any work; an idle worker waits for the others'
+  trials, which may die and need a retry;
+- :func:`heartbeat`: a running trial's heartbeats, so a dead worker's trial is failed
+  and queued again (:func:`make_storage`'s retry) by the next worker that looks;
+- :func:`requeue`: an interrupted trial is failed and queued again at once, to go on
+  from its checkpoint;
+- :class:`Failures`: when a worker stops: at once on a config/data error or a full
+  disk, after ``MAX_FAILURES_IN_A_ROW`` other failures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
+import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -31,11 +41,13 @@ from tagifai.errors import ModelTooLarge, TagifaiError, disk_full
 
 __all__ = [
     "DONE_STATES",
-    "SurplusTrial",
+    "Failures",
     "claim",
+    "heartbeat",
+    "next_trial",
     "remaining_trials",
+    "requeue",
     "study_is_complete",
-    "work",
     "worker_id",
     "worker_seed",
 ]
@@ -54,8 +66,6 @@ _CLAIMS = sa.Table(
 )
 # Claims of storages that live in one process (in-memory): a set per storage object.
 _LOCAL_CLAIMS: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
-
-Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
 def worker_id() -> str:
@@ -98,10 +108,6 @@ def claim(storage: optuna.storages.BaseStorage, name: str) -> bool:
     raise AssertionError("unreachable")
 
 
-class SurplusTrial(Exception):
-    """A worker started a trial after others had already filled the study."""
-
-
 MAX_SEED_SLOTS = 10_000  # invocations of one study that get a seed of their own
 
 
@@ -137,73 +143,15 @@ def study_is_complete(study: optuna.Study, n_trials: int) -> bool:
     return remaining_trials(study, n_trials) == 0 and not busy
 
 
-class _Guarded:
-    """The objective as one worker runs it: surplus trials refused, failures remembered.
+def next_trial(study: optuna.Study, n_trials: int, deadline: float | None) -> optuna.Trial | None:
+    """The next trial for this worker to run, or ``None``: the study holds ``n_trials``
+    done trials and none is running, or ``deadline`` (``time.monotonic()``) has passed.
 
-    Two workers can both see one free slot and both start a trial; the later one
-    (by trial number, which the storage hands out atomically) stops before any
-    training or MLflow run, and is recorded as FAIL with ``surplus=True``.
-
-    Optuna records a failed trial and goes on to the next; a failure that the next
-    trial would meet too is kept in ``stop`` so that :func:`work` ends the study's
-    run here: a full disk, or a config/data problem (``TagifaiError``).
+    Queued trials (retries, initial trials) come first. While the study is full of
+    running trials, this waits: one of them may die and be queued again. Two workers
+    can both see one free slot; the later trial (the storage numbers trials atomically)
+    is told FAIL with ``surplus=True`` before any work, and the loop looks again.
     """
-
-    def __init__(self, objective: Callable[[optuna.Trial], float], n_trials: int) -> None:
-        self.objective = objective
-        self.n_trials = n_trials
-        self.stop: BaseException | None = None
-        self.number: int | None = None  # the last trial run here
-        self.error: str | None = None  # what it raised, if anything
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        self.number, self.error = trial.number, None
-        earlier = [
-            t
-            for t in trial.study.get_trials(deepcopy=False, states=CLAIMED_STATES)
-            if t.number < trial.number or t.state == optuna.trial.TrialState.WAITING
-        ]
-        if len(earlier) >= self.n_trials:
-            trial.set_user_attr("worker", worker_id())
-            trial.set_user_attr("surplus", True)
-            raise SurplusTrial(
-                f"trial {trial.number}: the study already has {self.n_trials} trials"
-            )
-        try:
-            return self.objective(trial)
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {str(exc).strip()}"
-            if (isinstance(exc, TagifaiError) and not isinstance(exc, ModelTooLarge)) or disk_full(
-                exc
-            ):
-                self.stop = exc
-            raise
-
-
-def work(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
-    n_trials: int,
-    timeout: float | None,
-    callbacks: list[Callback],
-) -> int:
-    """Run trials until the study holds ``n_trials`` done ones; return how many ran here.
-
-    Failed trials do not count (a retry is queued for trials of dead workers); a
-    worker with nothing to start waits while other workers' trials run, since
-    one of them may die and need a retry. Queued retries run first.
-
-    Raises:
-        TagifaiError: After ``MAX_FAILURES_IN_A_ROW`` trials of this worker failed
-            in a row: the objective cannot succeed, and retrying would loop forever.
-            A trial's own ``TagifaiError`` (config or data) is raised at once.
-        OSError: Or whatever error found the disk full, at once.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    ran = failures = 0
-    guarded = _Guarded(objective, n_trials)
     while deadline is None or time.monotonic() < deadline:
         with warnings.catch_warnings():  # "experimental" since Optuna 2.9: not news to users
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -212,29 +160,112 @@ def work(
         waiting = any(t.state == optuna.trial.TrialState.WAITING for t in claimed)
         if len(claimed) >= n_trials and not waiting:
             if all(t.state.is_finished() for t in claimed):
-                break
+                return None
             time.sleep(POLL_SECONDS)
             continue
-        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=callbacks)
-        ran += 1
-        if guarded.stop is not None:
-            raise guarded.stop
-        # Optuna also fails a trial whose objective returned (a NaN value): read its state.
-        last = next(
-            (t for t in study.get_trials(deepcopy=False) if t.number == guarded.number), None
+        with warnings.catch_warnings():  # :func:`heartbeat` sends them, as optimize would
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            trial = study.ask()
+        earlier = [
+            t
+            for t in study.get_trials(deepcopy=False, states=CLAIMED_STATES)
+            if t.number < trial.number or t.state == optuna.trial.TrialState.WAITING
+        ]
+        if len(earlier) < n_trials:
+            return trial
+        trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr("surplus", True)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return None
+
+
+@contextlib.contextmanager
+def heartbeat(trial: optuna.Trial) -> Iterator[None]:
+    """Send the trial's heartbeats while inside (what ``study.optimize`` does for its own
+    trials), when the storage has them turned on."""
+    storage: Any = trial.storage  # RDBStorage (behind Optuna's cache) has heartbeats
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """Fail an interrupted trial and queue a copy that goes on from its checkpoint, as a
+    dead worker's trial is (the same retry record); return the copy's number (``None``:
+    the trial had already ended). An interrupt never counts against ``max_retry``."""
+
+    def frozen(number: int) -> optuna.trial.FrozenTrial:
+        return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+    if frozen(trial.number).state != optuna.trial.TrialState.RUNNING:
+        return None
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8: not news to users
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(
+            study, frozen(trial.number)
         )
-        if (
-            last is None
-            or last.state != optuna.trial.TrialState.FAIL
-            or last.user_attrs.get("surplus")
+    queued = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    return next(
+        (
+            t.number
+            for t in queued
+            if t.system_attrs.get("retry_history", [])[-1:] == [trial.number]
+        ),
+        None,
+    )
+
+
+class Failures:
+    """When a worker stops: at once on a failure the next trial would meet too (a
+    config or data error, a full disk), else after ``MAX_FAILURES_IN_A_ROW`` failed
+    trials in a row (the objective cannot succeed; retrying would loop for ever)."""
+
+    def __init__(self, study_name: str) -> None:
+        self.study_name = study_name
+        self.in_a_row = 0
+
+    def count(self, trial: optuna.trial.FrozenTrial, error: BaseException | None) -> None:
+        """Count a told trial.
+
+        Raises:
+            TagifaiError: After ``MAX_FAILURES_IN_A_ROW`` failures, naming the last;
+                the trial's own error at once when it is a config/data error.
+            OSError: Or whatever error found the disk full, at once.
+        """
+        if trial.state != optuna.trial.TrialState.FAIL:
+            self.in_a_row = 0
+            return
+        if error is not None and (
+            (isinstance(error, TagifaiError) and not isinstance(error, ModelTooLarge))
+            or disk_full(error)
         ):
-            failures = 0
-            continue
-        failures += 1
-        if failures >= MAX_FAILURES_IN_A_ROW:
-            why = guarded.error or f"the objective returned {last.values}"
+            raise error
+        self.in_a_row += 1
+        if self.in_a_row >= MAX_FAILURES_IN_A_ROW:
+            why = (
+                f"{type(error).__name__}: {str(error).strip()}"
+                if error is not None
+                else f"the objective returned {trial.values}"
+            )
             raise TagifaiError(
-                f"study {study.study_name!r}: {failures} trials failed in a row, giving up; "
+                f"study {self.study_name!r}: {self.in_a_row} trials failed in a row, giving up; "
                 f"last: {why.splitlines()[0][:200]}"
             )
-    return ran

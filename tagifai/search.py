@@ -16,11 +16,12 @@ bad value or keyword fails before any run or study exists.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import optuna
 from pydantic import (
@@ -32,6 +33,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     ValidationError,
+    create_model,
     model_validator,
 )
 
@@ -188,133 +190,87 @@ SearchSpace = Annotated[IntSpace | FloatSpace | CategoricalSpace, Field(discrimi
 ArchitectureSpace = dict[str, dict[str, SearchSpace]]
 
 
-# The keyword arguments each sampler and pruner takes from a config: typed, bounded and
-# checked when the config loads (Optuna checks most of them only when a trial asks).
-Count = Annotated[StrictInt, Field(ge=0, le=100_000)]
-Steps = Annotated[StrictInt, Field(ge=1, le=100_000)]
-Probability01 = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)]
-
-
-class _Kwargs(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class _TPEKwargs(_Kwargs):
-    consider_prior: StrictBool = True
-    n_startup_trials: Count = 10
-    n_ei_candidates: Annotated[StrictInt, Field(ge=1, le=10_000)] = 24
-    prior_weight: Annotated[StrictFloat, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1.0
-    consider_endpoints: StrictBool = False
-    consider_magic_clip: StrictBool = True
-    multivariate: StrictBool = False
-    group: StrictBool = False
-    constant_liar: StrictBool = False
-    warn_independent_sampling: StrictBool = True
-
-
-class _CmaEsKwargs(_Kwargs):
-    sigma0: Annotated[StrictFloat, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = None
-    n_startup_trials: Count = 1
-    popsize: Annotated[StrictInt, Field(ge=2, le=10_000)] | None = None
-    inc_popsize: Annotated[StrictInt, Field(ge=1, le=100)] = 2
-    use_separable_cma: StrictBool = False
-    with_margin: StrictBool = False
-    lr_adapt: StrictBool = False
-    consider_pruned_trials: StrictBool = False
-    warn_independent_sampling: StrictBool = True
-
-
-class _QMCKwargs(_Kwargs):
-    qmc_type: Literal["sobol", "halton"] = "sobol"
-    scramble: StrictBool = False
-    warn_asynchronous_seeding: StrictBool = True
-    warn_independent_sampling: StrictBool = True
-
-
-class _NSGAIIKwargs(_Kwargs):
-    population_size: Annotated[StrictInt, Field(ge=2, le=10_000)] = 50
-    mutation_prob: Probability01 | None = None
-    crossover_prob: Probability01 = 0.9
-    swapping_prob: Probability01 = 0.5
-
-
-class _GPKwargs(_Kwargs):
-    n_startup_trials: Count = 10
-    deterministic_objective: StrictBool = False
-    warn_independent_sampling: StrictBool = True
-
-
-SAMPLER_KWARGS: dict[str, type[_Kwargs]] = {
-    "TPE": _TPEKwargs,
-    "Random": _Kwargs,
-    "CMA-ES": _CmaEsKwargs,
-    "QMC": _QMCKwargs,
-    "Grid": _Kwargs,
-    "NSGAII": _NSGAIIKwargs,
-    "GP": _GPKwargs,
+# The samplers and pruners a config names, by the name it uses.
+SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
+    "TPE": optuna.samplers.TPESampler,
+    "Random": optuna.samplers.RandomSampler,
+    "CMA-ES": optuna.samplers.CmaEsSampler,
+    "QMC": optuna.samplers.QMCSampler,
+    "Grid": optuna.samplers.GridSampler,
+    "NSGAII": optuna.samplers.NSGAIISampler,
+    "GP": optuna.samplers.GPSampler,
+}
+PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
+    "Median": optuna.pruners.MedianPruner,
+    "Percentile": optuna.pruners.PercentilePruner,
+    "SuccessiveHalving": optuna.pruners.SuccessiveHalvingPruner,
+    "Hyperband": optuna.pruners.HyperbandPruner,
+    "Patient": optuna.pruners.PatientPruner,
+    "Threshold": optuna.pruners.ThresholdPruner,
+    "Nop": optuna.pruners.NopPruner,
+}
+# A config sets the keywords whose annotation (in the constructor's own signature) is made
+# of these; strictly typed, so `"10"` is not a count and `true` not a number. Optuna checks
+# their ranges when it builds the object, which loading a config does once.
+KEYWORD_LIMIT = 100_000  # every count a sampler or pruner takes (startup trials, candidates)
+_SCALARS: dict[str, Any] = {
+    "int": Annotated[StrictInt, Field(ge=0, le=KEYWORD_LIMIT)],
+    "float": Annotated[StrictFloat, Field(allow_inf_nan=False)],
+    "bool": StrictBool,
+    "str": Annotated[str, Field(max_length=100)],
+    "None": None,
 }
 
 
-class _MedianKwargs(_Kwargs):
-    n_startup_trials: Count = 5
-    n_warmup_steps: Count = 0
-    interval_steps: Steps = 1
-    n_min_trials: Steps = 1
+# The few bounds Optuna does not check when it builds the object (it would fail, or hang,
+# at the first trial): sizes of at least one (two for a population), populations bounded.
+_MINIMUMS = {"n_ei_candidates": 1, "interval_steps": 1, "n_min_trials": 1, "inc_popsize": 1}
+_MINIMUMS |= {"population_size": 2, "popsize": 2, "reduction_factor": 2}
+_MAXIMUMS = {"population_size": 10_000, "popsize": 10_000, "n_ei_candidates": 10_000}
 
 
-class _PercentileKwargs(_MedianKwargs):
-    percentile: Annotated[StrictFloat, Field(ge=0, le=100, allow_inf_nan=False)]
+def _bounded(name: str, kind: Any) -> Any:
+    if kind is _SCALARS["int"] and (name in _MINIMUMS or name in _MAXIMUMS):
+        limits = Field(ge=_MINIMUMS.get(name, 0), le=_MAXIMUMS.get(name, KEYWORD_LIMIT))
+        return Annotated[StrictInt, limits]
+    return kind
 
 
-class _SuccessiveHalvingKwargs(_Kwargs):
-    min_resource: Steps | Literal["auto"] = "auto"
-    reduction_factor: Annotated[StrictInt, Field(ge=2, le=100)] = 4
-    min_early_stopping_rate: Annotated[StrictInt, Field(ge=0, le=100)] = 0
-    bootstrap_count: Annotated[StrictInt, Field(ge=0, le=1_000)] = 0
-
-
-class _HyperbandKwargs(_Kwargs):
-    min_resource: Steps = 1
-    max_resource: Steps | Literal["auto"] = "auto"
-    reduction_factor: Annotated[StrictInt, Field(ge=2, le=100)] = 3
-    bootstrap_count: Annotated[StrictInt, Field(ge=0, le=1_000)] = 0
-
-
-class _PatientKwargs(_Kwargs):
-    patience: Count
-    min_delta: Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)] = 0.0
-
-
-class _ThresholdKwargs(_Kwargs):
-    lower: FiniteFloat | None = None
-    upper: FiniteFloat | None = None
-    n_warmup_steps: Count = 0
-    interval_steps: Steps = 1
-
-
-PRUNER_KWARGS: dict[str, type[_Kwargs]] = {
-    "Median": _MedianKwargs,
-    "Percentile": _PercentileKwargs,
-    "SuccessiveHalving": _SuccessiveHalvingKwargs,
-    "Hyperband": _HyperbandKwargs,
-    "Patient": _PatientKwargs,
-    "Threshold": _ThresholdKwargs,
-    "Nop": _Kwargs,
-}
+def _keywords(constructor: Callable[..., Any]) -> type[BaseModel]:
+    """The keywords of ``constructor`` a config may set, as a strict model built from its
+    signature (``seed`` is the study's; callables and objects cannot come from a file)."""
+    fields: dict[str, Any] = {}
+    for name, parameter in inspect.signature(constructor).parameters.items():
+        annotation = parameter.annotation
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        parts = [part.strip() for part in str(text).split("|")]
+        if name in ("self", "seed") or not all(part in _SCALARS for part in parts):
+            continue
+        kinds = tuple(_bounded(name, _SCALARS[part]) for part in parts)
+        kind = kinds[0] if len(kinds) == 1 else Union[kinds]  # noqa: UP007
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[name] = (kind, default)
+    config = ConfigDict(frozen=True, extra="forbid")
+    return create_model(f"{constructor.__name__}Keywords", __config__=config, **fields)
 
 
 def _checked_kwargs(
-    kind: str, name: str, kwargs: dict[str, Any], schemas: dict[str, type[_Kwargs]]
+    kind: str, name: str, kwargs: dict[str, Any], constructor: Callable[..., Any]
 ) -> dict[str, Any]:
-    """``kwargs`` as given, if they fit ``name``'s constructor: known keys, strict types,
-    in bounds (``TagifaiError`` naming the keyword otherwise)."""
-    schema = schemas[name]
+    """``kwargs`` as given, if they fit ``name``'s constructor: known keys, strict types
+    (``TagifaiError`` naming the keyword otherwise)."""
+    schema = _keywords(constructor)
     for key in kwargs:
         if key == "seed":
             raise TagifaiError(f"{kind} {name}: seed: set the study's seed (top level) instead")
         if key not in schema.model_fields:
             takes = ", ".join(schema.model_fields) or "no keywords"
-            raise TagifaiError(f"{kind} {name}: unknown keyword {key!r:.60}; it takes {takes}")
+            what = (
+                "a Python object, not a config value"
+                if key in inspect.signature(constructor).parameters
+                else "unknown keyword"
+            )
+            raise TagifaiError(f"{kind} {name}: {key!r:.60}: {what}; it takes {takes}")
     try:
         schema.model_validate(kwargs)
     except ValidationError as exc:
@@ -427,28 +383,21 @@ def create_sampler(config: OptimizeConfig) -> optuna.samplers.BaseSampler:
     Raises:
         TagifaiError: If the kwargs do not fit the sampler.
     """
-    samplers: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-        "TPE": optuna.samplers.TPESampler,
-        "Random": optuna.samplers.RandomSampler,
-        "CMA-ES": optuna.samplers.CmaEsSampler,
-        "QMC": optuna.samplers.QMCSampler,
-        "NSGAII": optuna.samplers.NSGAIISampler,
-        "GP": optuna.samplers.GPSampler,
-    }
     name = config.sampler.name
+    sampler = SAMPLERS[name]
     kwargs = {
-        **_checked_kwargs("sampler", name, config.sampler.kwargs, SAMPLER_KWARGS),
+        **_checked_kwargs("sampler", name, config.sampler.kwargs, sampler),
         "seed": config.seed,
     }
+    if name == "Grid":
+        grid: dict[str, list[Any]] = {ARCHITECTURE: list(config.architectures)}
+        for space in config.architectures.values():
+            grid.update({param: s.grid() for param, s in space.items()})
+        kwargs["search_space"] = grid
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-            if name == "Grid":
-                grid: dict[str, list[Any]] = {ARCHITECTURE: list(config.architectures)}
-                for space in config.architectures.values():
-                    grid.update({param: s.grid() for param, s in space.items()})
-                return optuna.samplers.GridSampler(grid, **kwargs)
-            return samplers[name](**kwargs)
+            return sampler(**kwargs)
     except (TypeError, ValueError, ImportError) as exc:
         raise TagifaiError(f"sampler {name}: {str(exc).splitlines()[0][:200]}") from None
 
@@ -459,20 +408,12 @@ def create_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
     Raises:
         TagifaiError: If the kwargs do not fit the pruner.
     """
-    pruners: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
-        "Median": optuna.pruners.MedianPruner,
-        "Percentile": optuna.pruners.PercentilePruner,
-        "SuccessiveHalving": optuna.pruners.SuccessiveHalvingPruner,
-        "Hyperband": optuna.pruners.HyperbandPruner,
-        "Patient": optuna.pruners.PatientPruner,
-        "Threshold": optuna.pruners.ThresholdPruner,
-        "Nop": optuna.pruners.NopPruner,
-    }
-    kwargs = dict(_checked_kwargs("pruner", config.name, config.kwargs, PRUNER_KWARGS))
+    pruner = PRUNERS[config.name]
+    kwargs = dict(_checked_kwargs("pruner", config.name, config.kwargs, pruner))
     if config.name == "Patient":
         kwargs.setdefault("wrapped_pruner", None)
     try:
-        return pruners[config.name](**kwargs)
+        return pruner(**kwargs)
     except (TypeError, ValueError) as exc:
         raise TagifaiError(f"pruner {config.name}: {str(exc).splitlines()[0][:200]}") from None
 

@@ -1,10 +1,13 @@
-"""The Optuna study: storage, objective, resume, and the summary of its best trial.
+"""The Optuna study: its loop, storage, resume, and the summary of its best trial.
 
-The objective trains on the train split and returns a **validation** metric;
+:func:`run_study` is the whole loop, read top to bottom: ask for a trial, suggest its
+params, train with the epoch callbacks (MLflow, pruning, checkpoint, progress), log,
+tell. Each trial trains on the train split and returns a **validation** metric;
 pruning reports that same metric every epoch; each trial's decision threshold is
-chosen on validation. The test split is never read here. The study's MLflow side
-belongs to a tracker (:mod:`tagifai.runs`), coordination between workers to
-:mod:`tagifai.coordination`; nothing here knows which workload it runs.
+chosen on validation. The test split is never read here. The study's MLflow runs
+belong to :mod:`tagifai.study_runs`, coordination between workers to
+:mod:`tagifai.coordination`, checkpoints to :mod:`tagifai.checkpoints`; nothing here
+knows which workload it runs.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from tagifai.config import EXPERIMENTS_DIR
 from tagifai.errors import TagifaiError
 from tagifai.faults import failpoint
 from tagifai.predict import Predictor
-from tagifai.runs import PARENT_RUN_ATTR, TRIAL_RUN_ATTR, NullTracker, StudyTracker
 from tagifai.search import (
     OptimizeConfig,
     create_pruner,
@@ -39,8 +41,17 @@ from tagifai.search import (
     params_for,
     suggest_params,
 )
+from tagifai.study_runs import (
+    PARENT_RUN_ATTR,
+    TRIAL_RUN_ATTR,
+    NullStudyRuns,
+    NullTrialRun,
+    Resumed,
+    StudyRuns,
+    TrialRun,
+)
 from tagifai.workloads import get_workload
-from tagifai.workloads.base import DataSet, DecisionRule, RunParams, Splits, Workload
+from tagifai.workloads.base import DataSet, DecisionRule, RunParams, Splits, TrainResult, Workload
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -59,7 +70,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = f"sqlite:///{EXPERIMENTS_DIR}/optuna.db"  # separate from MLflow's database
 SUMMARY_ATTR = "summary_trials"  # done trials the last written summary covered
-Tracker = StudyTracker | NullTracker
+Runs = StudyRuns | NullStudyRuns
+EpochCallback = Callable[[int, int, dict[str, float]], None]  # (trial, epoch, metrics)
 
 
 @dataclass(frozen=True)
@@ -189,13 +201,16 @@ def storage_url(config: OptimizeConfig, storage: str | None = None) -> str:
 
 
 def open_study(
-    config: OptimizeConfig, storage: str | optuna.storages.BaseStorage | None = None
+    config: OptimizeConfig,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    seed: int | None = None,
 ) -> optuna.Study:
     """Create the study, or load it if it exists in the storage (resume / join).
 
     Args:
         config: Study settings.
         storage: Optuna storage (URL or object); default sqlite under ``experiments/``.
+        seed: The sampler's seed (default: the config's).
 
     Returns:
         The study with the configured sampler and pruner.
@@ -206,112 +221,152 @@ def open_study(
         study_name=config.study_name,
         storage=storage,
         direction=config.direction,
-        sampler=create_sampler(config),
+        sampler=create_sampler(
+            config if seed is None else config.model_copy(update={"seed": seed})
+        ),
         pruner=create_pruner(config.pruner),
         load_if_exists=True,
     )
 
 
-class _TrialReporter:
-    """Per epoch: forward the metrics to the tracker, report the study metric, maybe prune;
-    keep the training state so that a retry of the trial can go on from it."""
+def _study_id(storage: optuna.storages.BaseStorage, config: OptimizeConfig) -> int:
+    """The id of the study named in ``config``, made first if there is none."""
+    direction = optuna.study.StudyDirection[config.direction.upper()]
+    try:
+        return storage.create_new_study([direction], config.study_name)
+    except optuna.exceptions.DuplicatedStudyError:
+        return storage.get_study_id_from_name(config.study_name)
+
+
+class _EpochCallbacks:
+    """What a trial does after each epoch, in order: log it (MLflow), show it (progress),
+    report it to the pruner (which may stop the trial), keep the training state (the
+    checkpoint a retry goes on from). Training sees one reporter."""
 
     def __init__(
         self,
         trial: optuna.Trial,
         metric: str,
-        tracked: Any,
-        checkpoint: TrialCheckpoint | None,
-        tracker: Tracker,
+        run: TrialRun | NullTrialRun,
+        checkpoint: TrialCheckpoint,
+        restored: dict[str, Any] | None,
+        on_epoch: EpochCallback | None,
     ) -> None:
         self.trial = trial
         self.metric = metric
-        self.tracked = tracked
+        self.run = run
         self.checkpoint = checkpoint
-        self.tracker = tracker
+        self.restored = restored
+        self.on_epoch = on_epoch
+        self.epoch = 0 if restored is None else int(restored["epoch"])  # the last finished
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Log, show and report the epoch; raise ``TrialPruned`` if the pruner says so."""
+        failpoint("trial")
+        self.epoch = epoch
+        shown = ", ".join(f"{key}={value:.4g}" for key, value in metrics.items())
+        logger.info("trial %d epoch %d: %s", self.trial.number, epoch, shown)  # --verbose
+        self.run.epochs.on_epoch_end(epoch, metrics)
+        if self.on_epoch is not None:
+            self.on_epoch(self.trial.number, epoch, metrics)
+        self.trial.report(metrics[self.metric], step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
     def restore(self) -> dict[str, Any] | None:
-        """The failed attempt's state when this trial is a retry (linked in both records)."""
-        if self.checkpoint is None:
-            return None
-        state = self.checkpoint.restore()
-        if state is not None:
-            previous, epoch = self.checkpoint.previous, self.checkpoint.resumed_epoch
-            self.trial.set_user_attr("resumed_from", {"trial": previous, "epoch": epoch})
-            earlier = next(
-                t for t in self.trial.study.get_trials(deepcopy=False) if t.number == previous
-            )
-            self.tracker.trial_resumed(previous, earlier.system_attrs.get(TRIAL_RUN_ATTR), epoch)
-        return state
+        """The failed or interrupted attempt's last state (a retry), else ``None``."""
+        return self.restored
 
     def save(self, state: dict[str, Any]) -> None:
         """Checkpoint the epoch just finished."""
-        if self.checkpoint is not None:
-            self.checkpoint.save(state)
-            failpoint(f"checkpoint:{state['epoch']}")  # a worker dying right after it
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        failpoint("trial")
-        shown = ", ".join(f"{key}={value:.4g}" for key, value in metrics.items())
-        logger.info("trial %d epoch %d: %s", self.trial.number, epoch, shown)  # --verbose
-        self.tracked.on_epoch_end(epoch, metrics)
-        self.trial.report(metrics[self.metric], step=epoch)
-        if self.trial.should_prune():
-            self.trial.set_user_attr("epochs", epoch)
-            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+        self.checkpoint.save(state)
+        failpoint(f"checkpoint:{state['epoch']}")  # a worker dying right after it
 
 
-def make_objective(
-    config: OptimizeConfig,
-    base: RunParams,
-    workload: Workload,
-    dataset: DataSet,
-    splits: Splits,
-    tracker: Tracker,
-    checkpoints: Path | None = None,
-) -> Callable[[optuna.Trial], float]:
-    """The objective: train with the trial's params, return the validation metric.
+def _resume_point(
+    study: optuna.Study, trial: optuna.Trial, checkpoint: TrialCheckpoint
+) -> tuple[dict[str, Any] | None, Resumed | None]:
+    """A retried trial's state to go on from, and where it came from (both ``None`` for a
+    first attempt or a retry without a checkpoint)."""
+    state = checkpoint.restore()
+    if state is None or checkpoint.previous is None:
+        return None, None
+    previous, epoch = checkpoint.previous, checkpoint.resumed_epoch
+    trial.set_user_attr("resumed_from", {"trial": previous, "epoch": epoch})
+    earlier = next(t for t in study.get_trials(deepcopy=False) if t.number == previous)
+    return state, Resumed(previous, earlier.system_attrs.get(TRIAL_RUN_ATTR), epoch)
 
-    Args:
-        config: Study settings (metric and search space).
-        base: Params every trial starts from.
-        workload: The study's workload.
-        dataset: Prepared data.
-        splits: Train/val/test; only train and val are read.
-        tracker: Logs params, epochs, threshold and model to the trial's child run.
-        checkpoints: The study's checkpoint folder (``None``: no checkpoints).
+
+def _record_result(trial: optuna.Trial, result: TrainResult, resumed: Resumed | None) -> None:
+    """What the trial's training did, kept on the trial (the summary reads ``decision``)."""
+    trial.set_user_attr("epochs", result.epochs_run)
+    trial.set_user_attr("epochs_trained", result.epochs_run - (resumed.epoch if resumed else 0))
+    trial.set_user_attr("best_epoch", result.best_epoch)
+    trial.set_user_attr("decision", result.decision.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every trial of one invocation shares."""
+
+    config: OptimizeConfig
+    base: RunParams
+    workload: Workload
+    dataset: DataSet
+    splits: Splits
+    runs: Runs
+    checkpoints: Path
+    on_epoch: EpochCallback | None
+
+
+def run_trial(
+    job: _Job, study: optuna.Study, trial: optuna.Trial
+) -> tuple[optuna.trial.FrozenTrial, Exception | None]:
+    """One trial, top to bottom: suggest its params, train with the epoch callbacks,
+    log its metrics and model, tell the study; its MLflow run ends once, with its state.
+
+    An interrupt (Ctrl-C, SIGTERM) fails the trial and queues a copy that goes on from
+    its checkpoint when the same command runs again, then propagates.
 
     Returns:
-        A function of one trial.
+        The told trial, and the error that failed it (``None`` otherwise).
     """
-
-    def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", coordination.worker_id())
-        trial.set_user_attr("sampler_seed", config.seed)
-        params = suggest_params(trial, config, base)
-        tracker.trial_started(params, trial.params)
-        checkpoint = None if checkpoints is None else TrialCheckpoint.of(trial, checkpoints)
-        # Leaving the tracker's reporter writes its queued epochs: pruned, failed or
-        # interrupted trials keep their curves too.
-        try:
-            with tracker.epochs() as epochs:
-                reporter = _TrialReporter(trial, config.metric, epochs, checkpoint, tracker)
-                result = workload.train(params, dataset, splits, reporter)
-        finally:  # however the trial ends here; a killed process leaves its file to a retry
-            if checkpoint is not None:
-                checkpoint.remove()
-        trial.set_user_attr("epochs", result.epochs_run)
-        resumed = 0 if checkpoint is None else checkpoint.resumed_epoch
-        trial.set_user_attr("epochs_trained", result.epochs_run - resumed)  # by this attempt
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("decision", result.decision.model_dump(mode="json"))
-        predictor = Predictor(
-            params, dataset.classes, result.encoder, result.model, result.decision
-        )
-        tracker.trial_finished(predictor, result.val_metrics, config.metric)
-        return float(result.val_metrics[config.metric])
-
-    return objective
+    config = job.config
+    trial.set_user_attr("worker", coordination.worker_id())
+    trial.set_user_attr("sampler_seed", config.seed)
+    checkpoint = TrialCheckpoint.of(trial, job.checkpoints)
+    error: Exception | None = None
+    try:
+        state, resumed = _resume_point(study, trial, checkpoint)
+        with coordination.heartbeat(trial), job.runs.trial(trial, resumed) as run:
+            callbacks = _EpochCallbacks(trial, config.metric, run, checkpoint, state, job.on_epoch)
+            try:
+                params = suggest_params(trial, config, job.base)
+                run.log_params(params.run_params())
+                result = job.workload.train(params, job.dataset, job.splits, callbacks)
+                _record_result(trial, result, resumed)
+                classes = job.dataset.classes
+                predictor = Predictor(
+                    params, classes, result.encoder, result.model, result.decision
+                )
+                run.log_model(predictor, result.val_metrics)
+                frozen = study.tell(trial, float(result.val_metrics[config.metric]))
+            except optuna.TrialPruned:
+                trial.set_user_attr("epochs", callbacks.epoch)
+                frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            except KeyboardInterrupt:
+                run.interrupted(callbacks.epoch, coordination.requeue(study, trial))
+                raise
+            except Exception as exc:
+                error = exc
+                trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc)[:500]}")
+                frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            run.finish(study, frozen)
+    except KeyboardInterrupt:
+        coordination.requeue(study, trial)  # interrupted before its run opened: no-op after
+        raise
+    checkpoint.remove()  # the trial ended here; a killed process leaves its file to a retry
+    return frozen, error
 
 
 def record_study_inputs(
@@ -381,9 +436,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     return study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
 
 
-def summarize(
-    study: optuna.Study, tracker: Tracker, best_params_file: Path | None
-) -> BestParams | None:
+def summarize(study: optuna.Study, runs: Runs, best_params_file: Path | None) -> BestParams | None:
     """Write the study's result: the best-params record (file and artifact), plots, trials.
 
     Safe to call more than once (each call writes the same content).
@@ -395,8 +448,8 @@ def summarize(
         return None
     best = best_params_of(study)
     failpoint("summary")
-    # Plots and the table are made only by a tracker that logs them.
-    tracker.log_summary(
+    # Plots and the table are made only by runs that log them.
+    runs.log_summary(
         study,
         best.model_dump(mode="json"),
         lambda folder: plots.write_plots(study, folder),
@@ -430,16 +483,36 @@ def write_summary(study: optuna.Study, best_params_file: Path | None) -> BestPar
                 f"study {study.study_name!r} was made by tagifai 0.1 (flat params, no decision "
                 "rule per trial); this tagifai cannot summarise it: run a new study"
             ) from None
-    tracker = StudyTracker(study.user_attrs["metric"])
-    tracker.start(study, experiment_name=study.study_name)
-    try:
-        best = summarize(study, tracker, best_params_file)
-    except BaseException:
-        tracker.abort(interrupted=False)
-        raise
-    n_trials = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
-    tracker.end("FINISHED" if coordination.study_is_complete(study, n_trials) else "RUNNING")
+    runs = StudyRuns(study.user_attrs["metric"])
+    with runs.parent(study, experiment_name=study.study_name) as parent:
+        best = summarize(study, runs, best_params_file)
+        n_trials = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
+        complete = coordination.study_is_complete(study, n_trials)
+        parent.status = "FINISHED" if complete else "RUNNING"
     return best
+
+
+def _summarize_once(
+    study: optuna.Study,
+    runs: Runs,
+    claim: Callable[[str], bool],
+    complete: bool,
+    ran: int,
+    best_params_file: Path | None,
+) -> BestParams | None:
+    """Write the summary once per study state, however many workers see it; a re-run also
+    writes it when the process that claimed it died before finishing."""
+    done = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
+    written = study.user_attrs.get(SUMMARY_ATTR) == done
+    if (complete or ran) and (
+        claim(f"{study.study_name}.summary-{done}") or (complete and not written)
+    ):
+        best = summarize(study, runs, best_params_file)
+        study.set_user_attr(SUMMARY_ATTR, done)
+        return best
+    if complete and any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        return best_params_of(study)
+    return None
 
 
 def run_study(
@@ -451,6 +524,7 @@ def run_study(
     best_params_file: Path | None = None,
     track: bool = True,
     on_trial: Callable[[TrialProgress], None] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> OptimizeResult:
     """Run (or resume, or join) a study until it holds ``config.n_trials`` done trials.
 
@@ -467,70 +541,53 @@ def run_study(
         best_params_file: Where to write the best params (``None``: don't).
         track: Log to MLflow (nothing is logged otherwise, for benchmarks).
         on_trial: Called after each trial this process ran, with the study's progress.
+        on_epoch: Called after each epoch of a trial this process runs.
 
     Returns:
         What this invocation did.
     """
     started = time.perf_counter()
-    workload = get_workload(config.task)
-    tracker: Tracker = StudyTracker(config.metric) if track else NullTracker()
-    store = make_storage(storage_url(config, storage), config, on_stale_trial=tracker.close_failed)
-    study = open_study(config, store)
-    record_study_inputs(study, config, base, dataset)
-    # Claims are keyed by the study's id: a study deleted and made again under the same
-    # name starts with none.
-    study_id = store.get_study_id_from_name(study.study_name)
-    # Each invocation (worker or resume) samples with a seed of its own.
+    runs: Runs = StudyRuns(config.metric) if track else NullStudyRuns()
+    store = make_storage(storage_url(config, storage), config, on_stale_trial=runs.close_failed)
+    # Claims are keyed by the study's id: a study made again under the same name starts
+    # with none. Each invocation (worker or resume) samples with a seed of its own.
+    study_id = _study_id(store, config)
     config = config.model_copy(
         update={"seed": coordination.worker_seed(store, study_id, config.seed)}
     )
-    study.sampler = create_sampler(config)
+    study = open_study(config, store)
+    record_study_inputs(study, config, base, dataset)
     if config.initial_trials and coordination.claim(store, f"{study_id}:initial-trials"):
         for params in initial_trials(config, base):
             study.enqueue_trial(params, skip_if_exists=True)
-    parent_run_id = tracker.start(
-        study,
-        experiment_name=config.study_name,
-        claim=lambda name: coordination.claim(store, f"{study_id}:{name}"),
-        storage=store,
+    checkpoints = TrialCheckpoint.folder_of(study.study_name, study_id)
+    job = _Job(
+        config, base, get_workload(config.task), dataset, splits, runs, checkpoints, on_epoch
     )
-    callbacks: list[coordination.Callback] = [tracker.callback]
-    if on_trial is not None:
-        callbacks.append(
-            lambda study, trial: on_trial(TrialProgress.of(study, trial, config.n_trials))
-        )
-    best = None
-    complete = False
-    try:
-        tracker.log_study(config, base, workload, dataset, splits)
-        checkpoints = TrialCheckpoint.folder_of(study.study_name, study_id)
-        objective = make_objective(config, base, workload, dataset, splits, tracker, checkpoints)
-        ran = coordination.work(
-            study, tracker.track(objective), config.n_trials, config.timeout, callbacks
-        )
+    failures = coordination.Failures(study.study_name)
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    ran = 0
+
+    def claim(name: str) -> bool:
+        return coordination.claim(store, f"{study_id}:{name}")
+
+    with runs.parent(study, config.study_name, claim=claim, storage=store) as parent:
+        runs.log_study(config, base, job.workload, dataset, splits)
+        while (trial := coordination.next_trial(study, config.n_trials, deadline)) is not None:
+            frozen, error = run_trial(job, study, trial)
+            ran += 1
+            failures.count(frozen, error)  # raises when the worker should stop
+            if on_trial is not None:
+                on_trial(TrialProgress.of(study, frozen, config.n_trials))
         complete = coordination.study_is_complete(study, config.n_trials)
-        done = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
-        written = study.user_attrs.get(SUMMARY_ATTR) == done
-        # One summary per study state, however many workers see it complete; a re-run
-        # also writes it when the process that claimed it died before finishing.
-        if (complete or ran) and (
-            coordination.claim(store, f"{study_id}:{study.study_name}.summary-{done}")
-            or (complete and not written)
-        ):
-            best = summarize(study, tracker, best_params_file)
-            study.set_user_attr(SUMMARY_ATTR, done)
-        elif complete and any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            best = best_params_of(study)
-    except BaseException as exc:
-        tracker.abort(interrupted=isinstance(exc, KeyboardInterrupt))
-        raise
-    others = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    # Incomplete (a --timeout): leave the parent RUNNING for workers still at it,
-    # else KILLED, to be reopened by the next run of the study.
-    tracker.end("FINISHED" if complete else "RUNNING" if others else "KILLED")
+        best = _summarize_once(study, runs, claim, complete, ran, best_params_file)
+        # Incomplete (a --timeout): leave the parent RUNNING for workers still at it,
+        # else KILLED, to be reopened by the next run of the study.
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        parent.status = "FINISHED" if complete else "RUNNING" if running else "KILLED"
     return OptimizeResult(
         study=study,
-        parent_run_id=parent_run_id,
+        parent_run_id=parent.run_id,
         trials_run=ran,
         best=best,
         seconds=time.perf_counter() - started,

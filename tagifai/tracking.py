@@ -1,7 +1,9 @@
 """Tracking: which MLflow store, and the few reads every command shares.
 
 - :func:`configure` picks the tracking store (``MLFLOW_TRACKING_URI`` wins over
-  the default ``sqlite:///experiments/mlflow.db``); nothing happens at import;
+  MLflow's own default, ``./mlflow.db`` in the project folder, so that ``mlflow run``,
+  ``mlflow ui`` and every tagifai command agree without a variable); nothing happens
+  at import;
 - :func:`ensure_experiment` creates an experiment with its artifacts under
   ``experiments/`` and opens it in the UI's model-training view;
 - :func:`check_reachable` fails fast on a tracking server that is down;
@@ -45,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = f"sqlite:///{EXPERIMENTS_DIR}/mlflow.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default, relative to the project
 ARTIFACTS_DIR = EXPERIMENTS_DIR / "artifacts"  # artifact root of experiments we create
 PACKAGE_DIR = Path(tagifai.__file__).parent
 # The MLflow 3 UI opens an experiment in its GenAI view unless this tag says otherwise.
@@ -55,8 +57,8 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
     """Point MLflow at the tracking store and return its URI.
 
-    Order: the argument, then ``MLFLOW_TRACKING_URI``, then the default sqlite
-    store under ``experiments/`` (created on first use). The model registry
+    Order: the argument, then ``MLFLOW_TRACKING_URI``, then MLflow's own default,
+    ``./mlflow.db`` (created on first use). The model registry
     uses the same store.
 
     Args:
@@ -74,7 +76,7 @@ def configure(tracking_uri: str | None = None, read_only: bool = False) -> str:
     """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri == DEFAULT_TRACKING_URI:
-        uri = f"sqlite:///{(Path.cwd() / EXPERIMENTS_DIR / 'mlflow.db').as_posix()}"
+        uri = f"sqlite:///{(Path.cwd() / 'mlflow.db').as_posix()}"
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///"))
         if read_only and not database.is_file():

@@ -963,8 +963,8 @@ CASES = [
         *("optimize", "--config", "s.yaml"),
         files={"s.yaml": study(sampler={"name": "TPE", "kwargs": {"gamma": 0.5}})},
         expected=(
-            "s.yaml: sampler TPE: unknown keyword 'gamma'",
-            "it takes consider_prior, n_startup_trials",
+            "s.yaml: sampler TPE: 'gamma': a Python object, not a config value",
+            "it takes consider_prior, prior_weight",
         ),
     ),
     case(

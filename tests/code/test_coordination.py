@@ -64,9 +64,11 @@ from tagifai import coordination
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 url, n_trials = sys.argv[1], int(sys.argv[2])
 study = optuna.load_study(study_name="surplus", storage=url)
-def objective(trial):
-    return trial.suggest_float("x", 0, 1)
-print(coordination.work(study, objective, n_trials, timeout=None, callbacks=[]))
+ran = 0
+while (trial := coordination.next_trial(study, n_trials, deadline=None)) is not None:
+    study.tell(trial, trial.suggest_float("x", 0, 1))
+    ran += 1
+print(ran)
 """
 
 
@@ -196,6 +198,20 @@ def _failing(error: Exception):
     return objective
 
 
+def _work(study: optuna.Study, objective, n_trials: int) -> None:
+    """The study loop's coordination pieces around a plain objective: next trial, tell,
+    count failures (tagifai.study.run_study does the same around a workload)."""
+    failures = coordination.Failures(study.study_name)
+    while (trial := coordination.next_trial(study, n_trials, deadline=None)) is not None:
+        error = None
+        try:
+            frozen = study.tell(trial, objective(trial))
+        except Exception as exc:
+            error = exc
+            frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        failures.count(frozen, error)
+
+
 @pytest.mark.parametrize(
     ("error", "trials_run", "expected"),
     [
@@ -218,7 +234,7 @@ def test_failing_trials_stop_the_worker(error, trials_run, expected):
     study = optuna.create_study(direction="maximize")
     gives_up = trials_run == coordination.MAX_FAILURES_IN_A_ROW
     with pytest.raises(TagifaiError if gives_up else type(error)) as raised:
-        coordination.work(study, _failing(error), n_trials=10, timeout=None, callbacks=[])
+        _work(study, _failing(error), n_trials=10)
     assert expected in str(raised.value)
     assert len(study.trials) == trials_run
     assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
@@ -229,6 +245,6 @@ def test_trials_that_return_nan_stop_the_worker():
     returned: three in a row stop the worker too, instead of a study that never fills."""
     study = optuna.create_study(direction="minimize")
     with pytest.raises(TagifaiError, match="3 trials failed in a row") as raised:
-        coordination.work(study, lambda trial: float("nan"), n_trials=5, timeout=60, callbacks=[])
+        _work(study, lambda trial: float("nan"), n_trials=5)
     assert "returned" in str(raised.value)
     assert len(study.trials) == 3

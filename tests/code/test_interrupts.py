@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy.exc
+import torch
 from helpers import subprocess_env
 from mlflow.tracking import MlflowClient
 
@@ -119,44 +120,106 @@ def _check_resumed(cwd: Path, before: dict[int, float], parent_id: str | None) -
     assert best.parent_run_id == parents[0].info.run_id
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_marks_trial_and_leaves_study_resumable(slow_study_dir, sig):
-    proc = _start(slow_study_dir)
+def _interrupt_midway(cwd: Path, sig: int, after_trials: int) -> int:
+    """Start optimize, signal it in the middle of a trial once ``after_trials`` trials are
+    done (that trial has checkpointed an epoch and has most of its epochs left); return
+    the trial's number."""
+    proc = _start(cwd)
     interrupted = None
     # A safety net only: the loop ends on the study's state or the process's exit, so a
     # busy machine gets all the time it needs (120 s failed under load, issue 15).
     deadline = time.monotonic() + 600
     while interrupted is None and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.3)
-        if not (slow_study_dir / "experiments" / "optuna.db").exists():
+        if not (cwd / "experiments" / "optuna.db").exists():
             continue
         try:
-            study = _study(slow_study_dir)
+            study = _study(cwd)
         except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # not created yet, or being created
             continue
         done = _completed(study)
         for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-            # Mid-trial: started logging, and far from its last epoch (no race with its end).
-            midway = len(trial.intermediate_values) < EPOCHS // 2
-            if done and trial.system_attrs.get("mlflow_run_id") and midway:
+            # Epoch 2 reported means epoch 1 is checkpointed; far from the last epoch, so
+            # there is no race with the trial's end.
+            midway = 2 <= len(trial.intermediate_values) < EPOCHS // 2
+            if len(done) >= after_trials and midway:
                 proc.send_signal(sig)
                 interrupted = trial.number
                 break
-    assert interrupted is not None, f"no second trial to interrupt: {proc.communicate()[1][-2000:]}"
+    assert interrupted is not None, f"no trial to interrupt: {proc.communicate()[1][-2000:]}"
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     # One line says so: no traceback from Optuna or MLflow (progress lines start with "[").
     said = [line for line in err.splitlines() if not line.startswith("[")]
     assert said == ["interrupted: run the same `tagifai optimize` command again to resume"], err
+    return interrupted
 
-    study = _study(slow_study_dir)
-    trial = study.trials[interrupted]
-    assert trial.state == optuna.trial.TrialState.FAIL
-    client = _client(slow_study_dir)
-    assert client.get_run(trial.system_attrs["mlflow_run_id"]).info.status == "KILLED"
+
+def _check_interrupted(cwd: Path, number: int) -> tuple[optuna.trial.FrozenTrial, int]:
+    """The interrupted trial is failed, its run KILLED (once) and named, a copy queued, its
+    checkpoint kept; return the copy and the epoch the checkpoint holds."""
+    study = _study(cwd)
+    trial = study.trials[number]
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["interrupted"]
+    client = _client(cwd)
+    run = client.get_run(trial.system_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.info.run_name == f"trial-{number}"
+    assert run.data.tags["state"] == "INTERRUPTED"
+    (queued,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert queued.system_attrs["retry_history"] == [number]
+    assert queued.params == trial.params  # the same trial, to go on from its checkpoint
+    assert (
+        f"trial {queued.number} goes on from its checkpoint" in run.data.tags["mlflow.note.content"]
+    )
+    (checkpoint,) = (cwd / "experiments" / "checkpoints").rglob(f"{number}.pt")
+    epoch = int(torch.load(checkpoint, weights_only=True)["epoch"])
+    assert 1 <= epoch < EPOCHS
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     assert client.get_run(parent_id).info.status == "KILLED"
-    _check_resumed(slow_study_dir, _completed(study), parent_id)
+    return queued, epoch
+
+
+def _check_went_on(cwd: Path, number: int, epoch: int) -> None:
+    """The copy of interrupted trial ``number`` went on from its checkpoint after ``epoch``:
+    every step reported once, the first ``epoch`` of them the interrupted attempt's."""
+    study = _study(cwd)
+    first = study.trials[number]
+    (retry,) = [t for t in study.trials if t.system_attrs.get("retry_history") == [number]]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from"] == {"trial": number, "epoch": epoch}
+    assert retry.user_attrs["epochs_trained"] == retry.user_attrs["epochs"] - epoch
+    assert sorted(retry.intermediate_values) == list(range(1, retry.user_attrs["epochs"] + 1))
+    for step in range(1, epoch + 1):
+        assert retry.intermediate_values[step] == first.intermediate_values[step]
+    run = _client(cwd).get_run(retry.system_attrs["mlflow_run_id"])
+    assert run.info.run_name == f"trial-{retry.number}"
+    assert run.data.tags["tagifai.retry_of_run"] == first.system_attrs["mlflow_run_id"]
+    assert not list((cwd / "experiments" / "checkpoints").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_trial_goes_on_from_its_checkpoint(slow_study_dir, sig):
+    """Ctrl-C or SIGTERM mid-trial, then the same command: the trial goes on from the
+    epoch it last finished, exactly as a dead worker's trial is retried."""
+    number = _interrupt_midway(slow_study_dir, sig, after_trials=1)
+    _, epoch = _check_interrupted(slow_study_dir, number)
+    parent_id = _study(slow_study_dir).user_attrs["mlflow_parent_run_id"]
+    _check_resumed(slow_study_dir, _completed(_study(slow_study_dir)), parent_id)
+    _check_went_on(slow_study_dir, number, epoch)
+
+
+def test_an_interrupted_queued_trial_is_run_again(slow_study_dir):
+    """The study's queued known-good trial, interrupted, is neither lost nor sampled anew."""
+    config = slow_study_dir / "study.yaml"
+    config.write_text(
+        config.read_text() + "initial_trials:\n  - {architecture: ngram, dropout_p: 0.2}\n"
+    )
+    number = _interrupt_midway(slow_study_dir, signal.SIGINT, after_trials=0)
+    assert number == 0
+    queued, epoch = _check_interrupted(slow_study_dir, number)
+    assert queued.params == {"architecture": "ngram", "dropout_p": 0.2}
+    _check_resumed(slow_study_dir, {}, _study(slow_study_dir).user_attrs["mlflow_parent_run_id"])
+    _check_went_on(slow_study_dir, number, epoch)
 
 
 @pytest.mark.parametrize("point", ["trial", "summary", "write:config/best_params.json"])

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
-from helpers import REPO, TINY, copy_project, subprocess_env
+from helpers import TINY, copy_project, subprocess_env
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -131,7 +132,13 @@ def test_study_is_one_parent_with_truthful_children(
         assert run.info.status == STATUS[trial.state.name], trial.number
         assert run.data.tags["state"] == trial.state.name
         assert run.data.tags["mlflow.runName"] == f"trial-{trial.number}"
-        assert not [tag for tag in run.data.tags if tag.endswith("_distribution")]
+        # MLflowCallback's tags name each knob's distribution (and only the trial's knobs).
+        knobs = {
+            tag.removesuffix("_distribution")
+            for tag in run.data.tags
+            if tag.endswith("_distribution")
+        }
+        assert knobs == set(trial.distributions), trial.number
         if trial.state.name != "FAIL":
             steps = [p.step for p in client.get_metric_history(run.info.run_id, "epoch_val_f1")]
             assert steps == list(range(1, len(steps) + 1)) and steps
@@ -218,7 +225,10 @@ def test_each_trial_logs_only_its_architectures_knobs(
     for trial, child in zip(trials, (linear, ngram), strict=True):
         assert not [key for key in child.data.params if key.startswith("data.")], trial.number
         assert child.data.tags["mlflow.runName"] == f"trial-{trial.number}"
-        assert not [tag for tag in child.data.tags if tag.endswith("_distribution")]
+        tagged = {
+            t.removesuffix("_distribution") for t in child.data.tags if t.endswith("_distribution")
+        }
+        assert tagged == set(trial.params), trial.number  # MLflowCallback's: the trial's knobs
         assert child.info.status == "FINISHED"
     parent_params = parents[0].data.params
     assert parent_params["data.min_tag_freq"] == str(base.data.min_tag_freq)
@@ -325,35 +335,89 @@ def test_config_error_exits_2_and_logs_nothing(workdir, tiny_params_file):
     assert not (workdir / "config" / "best_params.json").exists()
 
 
+def _clean_env() -> dict[str, str]:
+    """A fresh shell with only the venv activated: no MLFLOW_* variable at all."""
+    return {k: v for k, v in subprocess_env().items() if not k.startswith("MLFLOW_")}
+
+
+def _until(check, what: str, seconds: float = 300.0) -> None:
+    """Wait for ``check()`` (a safety net of minutes, not a clock the test relies on)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 @pytest.mark.training
-def test_mlflow_run_entry_point_files_its_run_under_the_study_parent(tmp_path, tiny_params_file):
+def test_mlflow_run_as_the_readme_types_it_extends_the_study(tmp_path):
+    """`tagifai optimize`, then in a clean shell the README's `mlflow run` command: the same
+    store (./mlflow.db), the same study and parent, one child per trial, every run of the
+    study in its experiment, and no other store."""
     project = copy_project(tmp_path / "project")
-    config_file = _study_config(tmp_path / "study.yaml", tiny_params_file, "viaproject", 2)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [
-        str(REPO / ".venv" / "bin" / "mlflow"), "run", str(project), "-e", "optimize",
-        "--env-manager", "local", "--experiment-name", "viaproject",
-        "-P", f"config={config_file}", "-P", f"storage=sqlite:///{tmp_path / 'optuna.db'}",
-    ]  # fmt: skip
+    env = _clean_env()
+    first = subprocess.run(
+        ["tagifai", "optimize", "--n-trials", "2"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=project,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
     done = subprocess.run(
-        command, env=subprocess_env(MLFLOW_TRACKING_URI=uri), capture_output=True, text=True,
-        timeout=300, cwd=tmp_path,
+        ["mlflow", "run", ".", "-e", "optimize", "--env-manager", "local", "-P", "n_trials=3"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=project,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    mlflow.set_tracking_uri(uri)
-    parents, children = _split(_runs("viaproject"))
-    assert len(parents) == 1 and len(children) == 3
+    launched = re.search(r"Run \(ID '(\w+)'\) succeeded", done.stderr)
+    assert launched is not None, done.stderr[-3000:]
+
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(store)
+    # `mlflow run`'s own run is folded into the parent, then deleted once it is closed.
+    _until(
+        lambda: client.get_run(launched.group(1)).info.lifecycle_stage == "deleted",
+        "mlflow run's run to be deleted",
+    )
+    experiment = client.get_experiment_by_name("tagifai")
+    everything = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert {run.info.experiment_id for run in everything} == {experiment.experiment_id}
+    parents, children = _split(everything)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
-    assert parent.info.run_name == "viaproject" and parent.info.status == "FINISHED"
-    # The parent has the project's lineage, and no raw -P placeholders among its params.
-    assert parent.data.tags.get("mlflow.project.entryPoint") == "optimize"
-    assert not {"n_trials", "seed", "timeout"} & set(parent.data.params)
+    assert sorted(run.info.run_name for run in children) == ["trial-0", "trial-1", "trial-2"]
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parent.info.run_id}
-    launcher = [run for run in children if run.info.run_name.startswith("mlflow-run-")]
-    assert len(launcher) == 1 and launcher[0].data.params["n_trials"] in ("0", "0.0")
-    assert "resolved" in launcher[0].data.tags["mlflow.note.content"]
-    trials = sorted(run.info.run_name for run in children if run.info.run_name.startswith("trial"))
-    assert trials == ["trial-0", "trial-1"]
-    assert (project / "config" / "best_params.json").is_file()
+    # The parent has the project's lineage and the -P values the user gave.
+    assert parent.data.tags["mlflow.project.entryPoint"] == "optimize"
+    assert parent.data.tags["tagifai.mlflow_run"] == "mlflow run -e optimize -P n_trials=3"
+    loaded = optuna.load_study(
+        study_name="tagifai", storage=f"sqlite:///{project / 'experiments' / 'optuna.db'}"
+    )
+    assert loaded.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    assert len(loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,
+                                         optuna.trial.TrialState.PRUNED))) == 3  # fmt: skip
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.db")) == [
+        "project/experiments/optuna.db",
+        "project/mlflow.db",
+    ]
+    assert not (project / "mlruns").exists()
     read_best_params(project / "config" / "best_params.json")  # a valid record
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("n_trials=0", "'--n-trials': Input should be greater than or equal to 1"),
+        ("seed=-1", "'--seed': Input should be greater than or equal to 0"),
+        ("timeout=0", "'--timeout': Input should be greater than or equal to 1"),
+    ],
+)
+def test_mlflow_run_refuses_what_the_cli_refuses(tmp_path, given, message):
+    """A -P value is never read as "the default": 0 and -1 are refused like the CLI's."""
+    project = copy_project(tmp_path / "project")
+    done = subprocess.run(
+        ["mlflow", "run", ".", "-e", "optimize", "--env-manager", "local", "-P", given],
+        env=_clean_env(), capture_output=True, text=True, timeout=600, cwd=project,
+    )  # fmt: skip
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr[-3000:]
+    assert not (project / "experiments").exists()

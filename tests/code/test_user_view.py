@@ -6,13 +6,12 @@ import base64
 import io
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
-from helpers import REPO, TINY_STUDY_YAML, copy_project, subprocess_env
+from helpers import TINY_STUDY_YAML
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -68,57 +67,6 @@ def test_a_study_refuses_a_store_without_its_parent(
     resumed = CliRunner().invoke(app, ["optimize", "--config", str(config), "--n-trials", "3"])
     assert resumed.exit_code == 0, resumed.output
     assert [run.info.run_id for run in _top_level_runs(home)] == [parent]
-
-
-@pytest.mark.slow
-@pytest.mark.training
-def test_mlflow_run_without_a_tracking_uri_keeps_the_study_in_one_store(tmp_path, tiny_params_file):
-    """`mlflow run` with no MLFLOW_TRACKING_URI logs to MLflow's own ./mlflow.db: the study
-    records that store, a resume through `mlflow run` files its launcher run under the
-    parent, and the project's store is refused for this study with one line."""
-    project = copy_project(tmp_path / "project")
-    config = _config(tmp_path / "study.yaml", tiny_params_file, "nouri", n_trials=1)
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    env = subprocess_env()
-    env.pop("MLFLOW_TRACKING_URI", None)
-
-    def mlflow_run(n_trials: int) -> None:
-        command = [
-            str(REPO / ".venv" / "bin" / "mlflow"), "run", str(project), "-e", "optimize",
-            "--env-manager", "local", "--experiment-name", "nouri",
-            "-P", f"config={config}", "-P", f"storage={storage}", "-P", f"n_trials={n_trials}",
-        ]  # fmt: skip
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-
-    mlflow_run(1)
-    mlflow_run(2)
-    default_store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    loaded = optuna.load_study(study_name="nouri", storage=storage)
-    assert loaded.user_attrs["mlflow_tracking_uri"] == default_store
-    parents = _top_level_runs(default_store)
-    assert [run.info.run_id for run in parents] == [loaded.user_attrs["mlflow_parent_run_id"]]
-    client = MlflowClient(default_store)
-    children = client.search_runs(
-        [parents[0].info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'",
-    )
-    names = sorted(run.info.run_name for run in children)
-    # Both invocations' own runs are filed under the parent, with the trials.
-    assert names[2:] == ["trial-0", "trial-1"]
-    assert all(name.startswith("mlflow-run-") for name in names[:2])
-
-    project_store = f"sqlite:///{tmp_path / 'experiments' / 'mlflow.db'}"
-    refused = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "tagifai"), "optimize", "--config", str(config),
-         "--storage", storage, "--n-trials", "3"],
-        env={**env, "MLFLOW_TRACKING_URI": project_store},
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
-    assert refused.returncode == 2
-    assert refused.stderr.count("\n") == 1 and default_store in refused.stderr
 
 
 # -- initial trials ------------------------------------------------------------------
