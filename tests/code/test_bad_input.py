@@ -1061,6 +1061,21 @@ CASES = [
         expected=("train-images-idx3-ubyte", "images of 600x600; each side must be 1..512"),
     ),
     case(
+        "idx-label-outside-the-classes",
+        *("train", "--task", "images", "--params", "p.json", "--data", "idx"),
+        files={
+            "p.json": json.dumps({"task": "images"}),
+            "idx/train-images-idx3-ubyte": bytes([0, 0, 8, 3])
+            + (12).to_bytes(4, "big")
+            + (2).to_bytes(4, "big") * 2
+            + bytes(12 * 2 * 2),
+            "idx/train-labels-idx1-ubyte": bytes([0, 0, 8, 1])
+            + (12).to_bytes(4, "big")
+            + bytes([0, 1, 2, 0, 1, 2, 0, 12, 2, 0, 1, 2]),
+        },
+        expected=("train-labels-idx1-ubyte: label 12 at index 7 is outside 0..2",),
+    ),
+    case(
         "payload-jsonl-nested-too-deep",
         *("predict", "--run-id", "{run_id}", "--file", "deep.jsonl"),
         files={"deep.jsonl": '{"text": "fine"}\n' + "[" * 100_000 + "]" * 100_000 + "\n"},

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from helpers import subprocess_env
 from PIL import Image
 
 from tagifai.errors import TagifaiError
@@ -29,6 +34,7 @@ from tagifai.workloads.images.data import (
     read_idx,
     split_images,
 )
+from tagifai.workloads.images.payload import images_from_frame
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -190,8 +196,13 @@ def test_idx_classes_txt(tmp_path: Path) -> None:
 def test_idx_classes_txt_too_short(tmp_path: Path) -> None:
     folder = write_idx_folder(tmp_path / "shapes", tiny_set())
     (folder / "classes.txt").write_text("circle\nsquare\n")
-    with pytest.raises(TagifaiError, match=r"classes\.txt: 2 class names do not cover label 2"):
+    labels = re.escape(str(folder / TRAIN_LABELS))
+    with pytest.raises(
+        TagifaiError,
+        match=labels + r": label 2 at index 2 is outside 0\.\.1 \(classes\.txt names 2 classes\)$",
+    ) as exc:
         load_images(str(folder))
+    one_line(exc)
 
 
 def test_idx_fashion_folder_gets_fashion_names(tmp_path: Path) -> None:
@@ -611,3 +622,412 @@ def test_split_too_small_for_stratification() -> None:
     with pytest.raises(TagifaiError, match=r"^memory: cannot split 9 images") as exc:
         split_images(data, val_size=0.1, test_size=0.1, seed=0)
     one_line(exc)
+
+
+# ---------------------------------------------------------------------------- modes and bit depths
+
+
+def test_decode_16bit_grey_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    """A real 16-bit PNG (Pillow mode I;16) keeps its contrast: value >> 8, not min(v, 255)."""
+    wide = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(wide).save(path)
+    with Image.open(path) as check:
+        assert check.mode == "I;16"  # the file really is 16-bit grey
+    grey = decode_image(path.read_bytes(), (8, 8), where=str(path))
+    np.testing.assert_array_equal(grey, (wide >> 8).astype(np.uint8))
+    assert (grey == 255).mean() < 0.05  # clipping made 63 of 64 pixels white
+
+
+def test_decode_16bit_grey_transparent_value_is_black(tmp_path: Path) -> None:
+    wide = np.full((4, 4), 0xF000, dtype=np.uint16)
+    wide[0, 0] = 0x8000
+    path = tmp_path / "trns.png"
+    Image.fromarray(wide).save(path, transparency=0xF000)
+    grey = decode_image(path.read_bytes(), (4, 4))
+    assert grey[0, 0] == 0x80
+    assert grey.sum() == 0x80  # every pixel of the tRNS value reads as black background
+
+
+def png16(pixels: np.ndarray, color_type: int) -> bytes:
+    """A 16-bit PNG written byte by byte (Pillow cannot write 16-bit colour)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    height, width = pixels.shape[:2]
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def encoded(image: Image.Image, fmt: str = "PNG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def palette_with_transparency() -> bytes:
+    image = Image.new("P", (2, 2), 1)
+    image.putpalette([0, 0, 0, 255, 255, 255])
+    image.putpixel((0, 0), 0)
+    return encoded(image, transparency=1)  # palette entry 1 (white) is transparent
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (encoded(Image.new("1", (2, 2), 1)), 255),
+        (encoded(Image.new("L", (2, 2), 77)), 77),
+        (encoded(Image.new("RGB", (2, 2), (255, 0, 0))), 76),  # luma of pure red
+        (encoded(Image.new("P", (2, 2), 0).convert("P")), 0),
+        (palette_with_transparency(), 0),
+        (encoded(Image.new("LA", (2, 2), (200, 0))), 0),  # fully transparent: black
+        (encoded(Image.new("LA", (2, 2), (200, 255))), 200),
+        (encoded(Image.new("RGBA", (2, 2), (255, 255, 255, 128))), 128),  # half over black
+        (encoded(Image.new("CMYK", (2, 2), (0, 0, 0, 0)), "JPEG", quality=100), 255),
+        (encoded(Image.new("CMYK", (2, 2), (0, 0, 0, 255)), "JPEG", quality=100), 0),
+        (png16(np.full((2, 2, 3), 0x9234, dtype=np.uint16), color_type=2), 0x92),
+        (png16(np.full((2, 2, 4), 0xFFFF, dtype=np.uint16), color_type=6), 255),
+        (png16(np.full((2, 2), 0x9234, dtype=np.uint16), color_type=0), 0x92),
+    ],
+    ids=[
+        "1-bit",
+        "grey",
+        "rgb",
+        "palette",
+        "palette-trns",
+        "la-clear",
+        "la-opaque",
+        "rgba-half",
+        "cmyk-white",
+        "cmyk-black",
+        "rgb-16bit",
+        "rgba-16bit",
+        "grey-16bit",
+    ],
+)
+def test_decode_every_mode_by_its_rule(content: bytes, expected: int) -> None:
+    grey = decode_image(content, (2, 2))
+    assert abs(int(grey.max()) - expected) <= 1 and abs(int(grey.min()) - expected) <= 1
+
+
+@pytest.mark.parametrize(
+    ("image", "problem"),
+    [
+        (Image.new("F", (2, 2), 0.5), r"^x\.png: image mode 'F' is not supported"),
+        (Image.new("YCbCr", (2, 2)), r"^x\.png: image mode 'YCbCr' is not supported"),
+        (
+            Image.fromarray(np.array([[70_000, 0]], dtype=np.int32)),
+            r"^x\.png: mode 'I' values 0\.\.70000 are outside the 16-bit range 0\.\.65535$",
+        ),
+    ],
+    ids=["float", "ycbcr", "wide-int"],
+)
+def test_modes_without_a_rule_are_refused(image: Image.Image, problem: str) -> None:
+    """PNG/JPEG/BMP/GIF decode to the modes with rules; anything else is one line."""
+    with pytest.raises(TagifaiError, match=problem) as exc:
+        image_data._to_grey(image, "x.png")
+    one_line(exc)
+
+
+def test_wide_int_mode_in_16_bits_is_scaled() -> None:
+    image = Image.fromarray(np.array([[0x1200, 0xFFFF]], dtype=np.int32))
+    assert image.mode == "I"
+    np.testing.assert_array_equal(np.asarray(image_data._to_grey(image, "x")), [[0x12, 0xFF]])
+
+
+def test_image_folder_of_16bit_pngs_keeps_its_classes_apart(tmp_path: Path) -> None:
+    """Clipped, both classes were all white (one image); scaled, they stay 16 and 240."""
+    root = tmp_path / "scans"
+    for name, level in (("dim", 0x1000), ("bright", 0xF000)):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((6, 6), level, dtype=np.uint16)).save(root / name / f"{i}.png")
+    data = load_images(str(root), image_size=6)
+    assert data.classes == ["bright", "dim"]
+    assert (data.train.images[data.train.labels == 0] == 0xF0).all()
+    assert (data.train.images[data.train.labels == 1] == 0x10).all()
+
+
+def test_predict_decodes_like_training(tmp_path: Path) -> None:
+    """One decoder: the predict payload of a 16-bit PNG is the training pixels."""
+    wide = (np.arange(36, dtype=np.uint16).reshape(6, 6) * 1800).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(wide).save(path)
+    (from_bytes,) = images_from_frame(pd.DataFrame({"image": [path.read_bytes()]}), (6, 6))
+    np.testing.assert_array_equal(from_bytes, decode_image(path.read_bytes(), (6, 6)))
+    np.testing.assert_array_equal(from_bytes, (wide >> 8).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------- links
+
+
+def tiny_classes(root: Path, names: tuple[str, ...] = ("a", "b"), per_class: int = 3) -> Path:
+    """Class folders of tiny grey PNGs (a different level per class)."""
+    for label, name in enumerate(names):
+        for i in range(per_class):
+            save_image(root / name / f"{i}.png", (40 + 80 * label) % 256, (4, 4), mode="L")
+    return root
+
+
+def test_class_folder_linked_outside_is_refused_before_walking(tmp_path: Path) -> None:
+    outside = tiny_classes(tmp_path / "elsewhere", names=("x",))
+    root = tiny_classes(tmp_path / "data")
+    (root / "stolen").symlink_to(outside / "x", target_is_directory=True)
+    with pytest.raises(TagifaiError, match=r"^.*/data/stolen: a link to .*/elsewhere/x, outside"):
+        load_images(str(root))
+
+
+def test_class_folder_linked_to_the_filesystem_root_is_refused(tmp_path: Path) -> None:
+    root = tiny_classes(tmp_path / "data")
+    (root / "everything").symlink_to("/", target_is_directory=True)
+    with pytest.raises(
+        TagifaiError, match=r"data/everything: a link to /, outside the data"
+    ) as exc:
+        load_images(str(root))
+    one_line(exc)
+
+
+@pytest.mark.parametrize("name", ["0.png", "notes.txt"])
+def test_file_linked_outside_is_refused(tmp_path: Path, name: str) -> None:
+    """Whatever its name, read or not: no link under --data may leave it."""
+    secret = save_image(tmp_path / "private" / "secret.png", 200, (4, 4), mode="L")
+    root = tiny_classes(tmp_path / "data")
+    (root / "a" / name).unlink(missing_ok=True)
+    (root / "a" / name).symlink_to(secret)
+    with pytest.raises(TagifaiError, match=rf"data/a/{re.escape(name)}: a link to .*secret\.png"):
+        load_images(str(root))
+
+
+def test_links_inside_the_tree_policy(tmp_path: Path) -> None:
+    """A link to a file inside --data is read; a link to a folder is refused, even inside
+    (no cycles, no image counted twice)."""
+    root = tiny_classes(tmp_path / "data")
+    (root / "b" / "3.png").symlink_to(root / "a" / "0.png")
+    data = load_images(str(root), image_size=4)
+    assert len(data.train) == 7
+    assert (data.train.images[data.train.labels == 1] == 40).sum() == 16  # a's pixels, in b
+    (root / "b" / "loop").symlink_to(root / "b", target_is_directory=True)
+    with pytest.raises(TagifaiError, match=r"data/b/loop: a link to the folder .*/data/b; "):
+        load_images(str(root))
+    (root / "b" / "loop").unlink()
+    (root / "c").symlink_to(root / "a", target_is_directory=True)
+    with pytest.raises(TagifaiError, match=r"data/c: a link to the folder .*/data/a; "):
+        load_images(str(root))
+
+
+def test_dangling_image_link_is_refused(tmp_path: Path) -> None:
+    root = tiny_classes(tmp_path / "data")
+    (root / "a" / "gone.png").symlink_to(root / "a" / "missing.png")
+    with pytest.raises(
+        TagifaiError, match=r"data/a/gone\.png: a link to .*missing\.png, not a file"
+    ):
+        load_images(str(root))
+
+
+def test_hidden_links_are_neither_walked_nor_followed(tmp_path: Path) -> None:
+    root = tiny_classes(tmp_path / "data")
+    (root / ".everything").symlink_to("/", target_is_directory=True)
+    (root / "a" / ".secret.png").symlink_to("/etc/hostname")
+    assert len(load_images(str(root), image_size=4).train) == 6
+
+
+def test_data_folder_given_through_a_link_is_its_target(tmp_path: Path) -> None:
+    real = tiny_classes(tmp_path / "real")
+    (real / "b" / "3.png").symlink_to(real / "a" / "0.png")  # inside the resolved root
+    (tmp_path / "alias").symlink_to(real, target_is_directory=True)
+    assert len(load_images(str(tmp_path / "alias"), image_size=4).train) == 7
+
+
+@pytest.mark.parametrize("name", [TRAIN_LABELS, "classes.txt"])
+def test_idx_file_linked_outside_is_refused(tmp_path: Path, name: str) -> None:
+    folder = write_idx_folder(tmp_path / "mnist", tiny_set())
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / name).write_bytes((folder / TRAIN_LABELS).read_bytes())
+    (folder / name).unlink(missing_ok=True)
+    (folder / name).symlink_to(outside / name)
+    with pytest.raises(TagifaiError, match=rf"mnist/{re.escape(name)}: a link to .*, outside"):
+        load_images(str(folder))
+
+
+# ---------------------------------------------------------------------------- class count
+
+
+def test_class_count_is_bounded_while_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(image_data, "MAX_CLASSES", 3)
+    root = tiny_classes(tmp_path / "data", names=("a", "b", "c"))
+    assert len(load_images(str(root), image_size=4).classes) == 3  # at the bound: fine
+    (root / "d").mkdir()  # empty: the bound is met before any class is walked
+    with pytest.raises(TagifaiError, match=r"data: more than 3 class folders; at most 3 classes$"):
+        load_images(str(root))
+
+
+def test_idx_class_names_are_bounded(tmp_path: Path) -> None:
+    folder = write_idx_folder(tmp_path / "shapes", tiny_set())
+    (folder / "classes.txt").write_text(
+        "\n".join(f"c{i}" for i in range(image_data.MAX_CLASSES + 1))
+    )
+    with pytest.raises(TagifaiError, match=r"classes\.txt: 1,001 class names is over the 1,000"):
+        load_images(str(folder))
+
+
+# ---------------------------------------------------------------------------- IDX labels
+
+
+def test_idx_label_past_a_gap_is_named(tmp_path: Path) -> None:
+    """Labels 0..2 and one 12: label 12 is named, not class '3' reported as empty."""
+    train = tiny_set()
+    train.labels[7] = 12  # class 1 keeps 3 images
+    folder = write_idx_folder(tmp_path / "mnist", train, gz=True)
+    path = re.escape(str(folder / (TRAIN_LABELS + ".gz")))
+    with pytest.raises(
+        TagifaiError,
+        match=path + r": label 12 at index 7 is outside 0\.\.2 \(no image has label 3; list",
+    ) as exc:
+        load_images(str(folder))
+    one_line(exc)
+
+
+def test_idx_bad_label_in_the_test_file_is_named(tmp_path: Path) -> None:
+    test = tiny_set(per_class=2)
+    test.labels[4] = 10
+    folder = write_idx_folder(tmp_path / "Fashion-MNIST", tiny_set(n_classes=10), test)
+    with pytest.raises(
+        TagifaiError,
+        match=re.escape(str(folder / TEST_LABELS))
+        + r": label 10 at index 4 is outside 0\.\.9 \(Fashion-MNIST has 10 classes\)$",
+    ):
+        load_images(str(folder))
+
+
+def test_idx_labels_not_from_zero_are_named(tmp_path: Path) -> None:
+    train = tiny_set()
+    folder = write_idx_folder(tmp_path / "mnist", ImageSet(train.images, train.labels + 1))
+    with pytest.raises(
+        TagifaiError,
+        match=r": label 1 at index 0, but no image has label 0 \(labels count from 0\)$",
+    ):
+        load_images(str(folder))
+
+
+# ---------------------------------------------------------------------------- confusion picture
+
+
+def test_confusion_picture_is_bounded_whatever_the_class_count(tmp_path: Path) -> None:
+    from tagifai.workloads.images.evaluate import MAX_PICTURE_CLASSES, confusion_png
+
+    n = MAX_PICTURE_CLASSES
+    names = [f"class-{i}" for i in range(n + 1)]
+    matrix = np.eye(n + 1, dtype=int).tolist()
+    assert confusion_png([row[:n] for row in matrix[:n]], names[:n], tmp_path / "at.png")
+    with Image.open(tmp_path / "at.png") as picture:
+        assert max(picture.size) <= 1930
+    assert not confusion_png(matrix, names, tmp_path / "over.png")
+    assert not (tmp_path / "over.png").exists()
+
+
+# ---------------------------------------------------------------------------- through the CLI
+
+
+TRAIN_IMAGES_ARGS = ("train", "--task", "images", "--params", "p.json")
+
+
+def tagifai_train(workdir: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    """``tagifai train --task images --data DATA`` as a user runs it, in ``workdir``."""
+    workdir.mkdir(exist_ok=True)
+    (workdir / "p.json").write_text(json.dumps({"task": "images"}))
+    return subprocess.run(
+        [sys.executable, "-m", "tagifai.cli", *TRAIN_IMAGES_ARGS, "--data", str(data)],
+        cwd=workdir,
+        env=subprocess_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], workdir: Path, *expected: str) -> None:
+    """Exit 2, one ``error:`` line holding ``expected``, no traceback, nothing written."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[:3000]
+    for part in expected:
+        assert part in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert sorted(path.name for path in workdir.iterdir()) == ["p.json"]  # no mlflow.db
+
+
+@pytest.mark.parametrize("target", ["tree", "/"])
+def test_cli_refuses_a_class_folder_linked_outside(tmp_path: Path, target: str) -> None:
+    outside = tiny_classes(tmp_path / "elsewhere", names=("x",)) / "x"
+    root = tiny_classes(tmp_path / "data")
+    link = root / "c"
+    link.symlink_to(outside if target == "tree" else Path("/"), target_is_directory=True)
+    result = tagifai_train(tmp_path / "work", root)
+    shown = str(outside.resolve()) if target == "tree" else "/"
+    assert_refused(result, tmp_path / "work", f"{link}: a link to {shown}, outside the data folder")
+
+
+def test_cli_refuses_more_class_folders_than_the_bound(tmp_path: Path) -> None:
+    """One tiny image in each of MAX_CLASSES + 1 folders: refused while listing, one line."""
+    root = tmp_path / "data"
+    content = png_bytes(0, (1, 1), mode="L")
+    for i in range(image_data.MAX_CLASSES + 1):
+        (root / f"c{i:04d}").mkdir(parents=True)
+        (root / f"c{i:04d}" / "0.png").write_bytes(content)
+    result = tagifai_train(tmp_path / "work", root)
+    assert_refused(result, tmp_path / "work", f"{root}: more than 1,000 class folders")
+
+
+@pytest.mark.training
+def test_cli_trains_past_the_picture_bound_with_links_inside(
+    workdir: Path, experiment_name: str
+) -> None:
+    """51 classes (over the picture's 50) and a link inside the tree: the run finishes,
+    keeps its model and counts, and has no confusion.png."""
+    import mlflow
+    from typer.testing import CliRunner
+
+    from tagifai.cli import app
+    from tagifai.workloads.images.evaluate import MAX_PICTURE_CLASSES
+
+    n = MAX_PICTURE_CLASSES + 1
+    names = tuple(f"c{i:02d}" for i in range(n))
+    root = tiny_classes(workdir / "data", names=names, per_class=6)
+    (root / "c00" / "linked.png").symlink_to(root / "c01" / "0.png")
+    params = {
+        "task": "images",
+        "data": {"image_size": 4, "val_size": 0.25, "test_size": 0.25},
+        "model": {"architecture": "mlp", "num_layers": 1, "hidden_units": 8, "num_epochs": 1},
+    }
+    (workdir / "p.json").write_text(json.dumps(params))
+    result = CliRunner().invoke(
+        app,
+        [*TRAIN_IMAGES_ARGS, "--data", str(root), "--experiment-name", experiment_name],
+    )
+    assert result.exit_code == 0, result.output
+    run_id = result.stdout.split("run_id: ", 1)[1].split()[0]
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["num_classes"] == str(n)
+    assert run.data.params["prep_train_images"] == str(n * 6 + 1)  # the linked image counted
+    artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert "performance.json" in artifacts and "confusion.png" not in artifacts
+    performance = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="performance.json")
+        ).read_text()
+    )
+    assert len(performance["confusion"]) == n
+    assert sum(map(sum, performance["confusion"])) == performance["overall"]["num_samples"]

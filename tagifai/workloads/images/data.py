@@ -11,8 +11,10 @@ Three sources are understood, chosen by ``location``:
 
 Every problem with the data raises :class:`~tagifai.errors.TagifaiError` with one line naming
 the file or folder, the field and the value. Sizes are bounded before anything is allocated
-(IDX headers, image headers, gzip output), so a hostile or corrupt file fails fast instead of
-exhausting memory. This module only reads: raw data is never modified.
+(IDX headers, image headers, gzip output, the number of classes), so a hostile or corrupt
+file fails fast instead of exhausting memory. Nothing outside the data folder is read: a link
+whose target leaves it is refused, and links to folders are refused wherever they point (no
+cycles, no image in two classes). This module only reads: raw data is never modified.
 
 scikit-learn is imported inside the functions that need it, so the predict path can use
 :func:`decode_image` without pulling it in.
@@ -27,7 +29,7 @@ import math
 import os
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ __all__ = [
     "DIGITS_SOURCE",
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
+    "MAX_CLASSES",
     "MAX_IMAGES",
     "MAX_IMAGE_BYTES",
     "MAX_IMAGE_PIXELS",
@@ -58,6 +61,9 @@ MAX_IMAGES = 2_000_000  # refuse more images than this in one data set
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # one image file / payload
 MAX_IMAGE_PIXELS = 40_000_000  # decoded width*height; stops decompression bombs
 MAX_IMAGE_SIDE = 512  # largest image_size allowed
+# ImageNet-1k, the largest common single-label benchmark, has 1,000; what grows with the class
+# count (the confusion matrix, per-class metrics, the output layer) stays small up to here.
+MAX_CLASSES = 1_000
 DEFAULT_IMAGE_SIZE = 28  # ImageFolder images are resized to this when no size is given
 MIN_IMAGES_PER_CLASS = 3  # one each for train, val and test
 
@@ -69,6 +75,9 @@ MAX_CLASSES_FILE_BYTES = 1024 * 1024  # classes.txt is a short list of names
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _PIL_FORMATS = ["PNG", "JPEG", "BMP", "GIF"]  # decoders PIL may use; the rest are not tried
+# Pillow modes with a grey rule in _to_grey; any other decoded mode is refused.
+_GREY_RULE_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK"})
+_WIDE_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I"})
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -217,11 +226,12 @@ def load_images(location: str | None, image_size: int | None = None) -> ImageDat
                 f"{location}: not a folder (expected IDX files or one subfolder per class)"
             )
         source = str(folder)
-        if _has_idx_files(folder):
-            train, test, classes = _load_idx_folder(folder)
+        root = folder.resolve()  # what every file and link must stay inside
+        if _has_idx_files(folder, root):
+            train, test, classes = _load_idx_folder(folder, root)
         else:
             size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-            train, test, classes = _load_image_folder(folder, size)
+            train, test, classes = _load_image_folder(folder, root, size)
     _check_class_counts(source, train, classes)
     return ImageData(
         train=train,
@@ -322,9 +332,12 @@ def read_idx(path: Path) -> np.ndarray:
 def decode_image(content: bytes, size: tuple[int, int], where: str = "image") -> np.ndarray:
     """Decode PNG/JPEG/BMP/GIF bytes into a grey image of a given size.
 
-    Transparent images are composited on black first, so transparent background reads as
-    the black (0) background the data sets use. The image is resized (bilinear, antialiased
-    by PIL when shrinking) only when its size differs.
+    Training and predict both decode through here, so they see the same pixels. Each
+    mode has one rule (:func:`_to_grey`): 16-bit grey is scaled to 8 bits (``value >> 8``,
+    as Pillow does for 16-bit colour), colour goes through Pillow's luma, and transparent
+    images are composited on black first, so transparent background reads as the black (0)
+    background the data sets use. Any other mode is refused. The image is resized
+    (bilinear, antialiased by PIL when shrinking) only when its size differs.
 
     Args:
         content: The encoded file's bytes.
@@ -366,7 +379,9 @@ def decode_image(content: bytes, size: tuple[int, int], where: str = "image") ->
                 )
             try:
                 img.load()
-                grey = _to_grey(img)
+                grey = _to_grey(img, where)
+            except TagifaiError:
+                raise
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                 raise TagifaiError(f"{where}: too many pixels ({_one_line(exc)})") from exc
             except Exception as exc:  # truncated or corrupt pixel data
@@ -376,13 +391,46 @@ def decode_image(content: bytes, size: tuple[int, int], where: str = "image") ->
     return np.array(grey, dtype=np.uint8)
 
 
-def _to_grey(img: Image.Image) -> Image.Image:
-    """Convert to mode ``L``, compositing any transparency onto black."""
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+def _to_grey(img: Image.Image, where: str) -> Image.Image:
+    """Convert to mode ``L`` by the rule of the image's mode; refuse modes with none.
+
+    - ``L``, and ``1`` (0 or 255): as is.
+    - 16-bit grey (``I;16*``, or ``I`` holding 0..65535): the high byte, ``value >> 8``
+      (Pillow's own ``convert("L")`` would clip every value over 255 to white).
+    - ``RGB``, ``P`` (through its palette), ``CMYK`` (Pillow's profile-free conversion to
+      RGB): ITU-R 601-2 luma, ``L = 0.299 R + 0.587 G + 0.114 B``.
+    - Any transparency (``RGBA``, ``LA``, ``PA``, a ``tRNS`` colour): composited on black
+      first, then as above.
+    """
+    mode = img.mode
+    if mode in _WIDE_GREY_MODES:
+        return _wide_grey_to_l(img, where)
+    if mode not in _GREY_RULE_MODES:
+        raise TagifaiError(
+            f"{where}: image mode {mode!r} is not supported (grey, RGB, palette, CMYK, "
+            "16-bit grey, with or without alpha)"
+        )
+    if mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(black, rgba).convert("L")
     return img.convert("L")
+
+
+def _wide_grey_to_l(img: Image.Image, where: str) -> Image.Image:
+    """16-bit grey to 8 bits by its high byte; a ``tRNS`` grey value reads as black."""
+    values = np.asarray(img).astype(np.int64)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 0xFFFF:
+        # Only a 16-bit range has a rule; a wider "I" image would need a range to be declared.
+        raise TagifaiError(
+            f"{where}: mode {img.mode!r} values {low}..{high} are outside the 16-bit range 0..65535"
+        )
+    transparent = img.info.get("transparency")
+    eight = (values >> 8).astype(np.uint8)
+    if isinstance(transparent, int):
+        eight[values == transparent] = 0
+    return Image.fromarray(eight)
 
 
 def _check_image_size(image_size: int) -> None:
@@ -405,46 +453,60 @@ def _load_digits() -> tuple[ImageSet, None, list[str], str]:
     return ImageSet(images=images, labels=labels), None, [str(i) for i in range(10)], DIGITS_SOURCE
 
 
-def _find_idx(folder: Path, stem: str) -> Path | None:
+def _inside(path: Path, root: Path) -> Path:
+    """``path`` with every link resolved; refused when that leaves ``root`` (resolved)."""
+    target = Path(os.path.realpath(path))
+    if not target.is_relative_to(root):
+        raise TagifaiError(
+            f"{path}: a link to {target}, outside the data folder {root}; links must stay inside it"
+        )
+    return target
+
+
+def _find_idx(folder: Path, stem: str, root: Path) -> Path | None:
     """The plain file if present, else the ``.gz`` one, else ``None``."""
     for name in (stem, stem + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
+        path = folder / name
+        if path.is_symlink():
+            _inside(path, root)
+        if path.is_file():
+            return path
     return None
 
 
-def _has_idx_files(folder: Path) -> bool:
+def _has_idx_files(folder: Path, root: Path) -> bool:
     """Whether any of the four IDX files is in ``folder``."""
     stems = (_TRAIN_IMAGES, _TRAIN_LABELS, _TEST_IMAGES, _TEST_LABELS)
-    return any(_find_idx(folder, stem) is not None for stem in stems)
+    return any(_find_idx(folder, stem, root) is not None for stem in stems)
 
 
-def _load_idx_folder(folder: Path) -> tuple[ImageSet, ImageSet | None, list[str]]:
+def _load_idx_folder(folder: Path, root: Path) -> tuple[ImageSet, ImageSet | None, list[str]]:
     """Read train (required) and t10k (optional, both files or neither) IDX pairs."""
-    train = _read_idx_pair(folder, _TRAIN_IMAGES, _TRAIN_LABELS, required=True)
-    test = _read_idx_pair(folder, _TEST_IMAGES, _TEST_LABELS, required=False)
+    train = _read_idx_pair(folder, root, _TRAIN_IMAGES, _TRAIN_LABELS, required=True)
+    test = _read_idx_pair(folder, root, _TEST_IMAGES, _TEST_LABELS, required=False)
     assert train is not None  # required=True never returns None
     total = len(train) + (0 if test is None else len(test))
     if total > MAX_IMAGES:
         raise TagifaiError(f"{folder}: {total} images is over the {MAX_IMAGES} image limit")
     if test is not None and test.images.shape[1:] != train.images.shape[1:]:
-        test_path = _find_idx(folder, _TEST_IMAGES)
+        test_path = _find_idx(folder, _TEST_IMAGES, root)
         raise TagifaiError(
             f"{test_path}: images are {_shape_text(test.images)} but train images are "
             f"{_shape_text(train.images)}"
         )
-    labels = train.labels if test is None else np.concatenate([train.labels, test.labels])
-    max_label = int(labels.max())
-    classes = _idx_class_names(folder, max_label)
+    parts = [(_find_idx(folder, _TRAIN_LABELS, root), train.labels)]
+    if test is not None:
+        parts.append((_find_idx(folder, _TEST_LABELS, root), test.labels))
+    classes = _idx_class_names(folder, root, parts)
     return train, test, classes
 
 
 def _read_idx_pair(
-    folder: Path, images_stem: str, labels_stem: str, *, required: bool
+    folder: Path, root: Path, images_stem: str, labels_stem: str, *, required: bool
 ) -> ImageSet | None:
     """Read one images/labels pair; a half pair is always an error."""
-    images_path = _find_idx(folder, images_stem)
-    labels_path = _find_idx(folder, labels_stem)
+    images_path = _find_idx(folder, images_stem, root)
+    labels_path = _find_idx(folder, labels_stem, root)
     if images_path is None and labels_path is None and not required:
         return None
     if images_path is None:
@@ -466,22 +528,44 @@ def _read_idx_pair(
     return ImageSet(images=images, labels=labels.astype(np.int64))
 
 
-def _idx_class_names(folder: Path, max_label: int) -> list[str]:
-    """Class names from ``classes.txt``, Fashion-MNIST's by folder name, or the digits."""
+def _idx_class_names(
+    folder: Path, root: Path, parts: Sequence[tuple[Path | None, np.ndarray]]
+) -> list[str]:
+    """Class names from ``classes.txt``, Fashion-MNIST's by folder name, or the digits.
+
+    Without names, the classes are ``0..k-1`` where ``k`` is the first label no image has:
+    a label past such a gap is far more likely a corrupt byte than a class of its own.
+    Every label must name a class; the first that does not is refused with its file and
+    index (``parts`` pairs each labels file with its labels).
+    """
     names_path = folder / _CLASSES_FILE
+    if names_path.is_symlink():
+        _inside(names_path, root)
     if names_path.is_file():
         names = _read_classes_file(names_path)
-        origin = str(names_path)
+        why = f"{_CLASSES_FILE} names {len(names)} classes"
     elif "fashion" in Path(os.path.abspath(folder)).name.lower():
         names = list(FASHION_MNIST_CLASSES)
-        origin = f"{folder}: Fashion-MNIST class names"
+        why = f"Fashion-MNIST has {len(names)} classes"
     else:
-        return [str(i) for i in range(max_label + 1)]
-    if len(names) <= max_label:
+        present = set(np.unique(np.concatenate([labels for _, labels in parts])).tolist())
+        count = 0
+        while count in present:
+            count += 1
+        names = [str(i) for i in range(count)]
+        why = f"no image has label {count}; list the class names in {_CLASSES_FILE} for more"
+    if len(names) > MAX_CLASSES:
         raise TagifaiError(
-            f"{origin}: {len(names)} class names do not cover label {max_label} "
-            f"(need at least {max_label + 1})"
+            f"{names_path}: {len(names):,} class names is over the {MAX_CLASSES:,} class limit"
         )
+    for path, labels in parts:
+        outside = np.flatnonzero(labels >= len(names))
+        if outside.size:
+            index = int(outside[0])
+            where = f"{path}: label {int(labels[index])} at index {index}"
+            if not names:
+                raise TagifaiError(f"{where}, but no image has label 0 (labels count from 0)")
+            raise TagifaiError(f"{where} is outside 0..{len(names) - 1} ({why})")
     return names
 
 
@@ -505,22 +589,17 @@ def _read_classes_file(path: Path) -> list[str]:
     return names
 
 
-def _load_image_folder(folder: Path, image_size: int) -> tuple[ImageSet, None, list[str]]:
+def _load_image_folder(
+    folder: Path, root: Path, image_size: int
+) -> tuple[ImageSet, None, list[str]]:
     """Read an ImageFolder layout: sorted subfolder names are the classes."""
-    try:
-        classes = sorted(
-            entry.name
-            for entry in os.scandir(folder)
-            if entry.is_dir() and not entry.name.startswith(".")
-        )
-    except OSError as exc:
-        raise TagifaiError(f"{folder}: cannot list ({_one_line(exc)})") from exc
+    classes = sorted(_class_folders(folder, root))
     if not classes:
         raise TagifaiError(f"{folder}: no IDX files ({_TRAIN_IMAGES}[.gz]) and no class subfolders")
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        found = _image_files(folder / name)
+        found = _image_files(folder / name, root)
         if not found:
             raise TagifaiError(
                 f"{folder / name}: class folder has no images ({'/'.join(IMAGE_EXTENSIONS)})"
@@ -538,16 +617,63 @@ def _load_image_folder(folder: Path, image_size: int) -> tuple[ImageSet, None, l
     return ImageSet(images=images, labels=np.asarray(labels, dtype=np.int64)), None, classes
 
 
-def _image_files(class_dir: Path) -> list[Path]:
-    """Image files under ``class_dir`` (recursively, like ImageFolder), hidden ones skipped."""
+def _class_folders(folder: Path, root: Path) -> list[str]:
+    """Names of the class subfolders, at most :data:`MAX_CLASSES` (counted while listing)."""
+    names = []
+    for entry in _entries(folder, root):
+        if entry.is_dir(follow_symlinks=False):
+            names.append(entry.name)
+            if len(names) > MAX_CLASSES:
+                raise TagifaiError(
+                    f"{folder}: more than {MAX_CLASSES:,} class folders; at most "
+                    f"{MAX_CLASSES:,} classes"
+                )
+    return names
+
+
+def _image_files(class_dir: Path, root: Path) -> list[Path]:
+    """Image files under ``class_dir`` (recursively, like ImageFolder), hidden ones skipped.
+
+    Links to files inside ``root`` are read; links to folders never walked (refused).
+    """
     found = []
-    for path in class_dir.rglob("*"):
-        parts = path.relative_to(class_dir).parts
-        if any(part.startswith(".") for part in parts):
-            continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-            found.append(path)
+    pending = [class_dir]
+    while pending:
+        for entry in _entries(pending.pop(), root):
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif path.suffix.lower() in IMAGE_EXTENSIONS:
+                if entry.is_file():  # follows a link (already checked to stay inside)
+                    found.append(path)
+                elif entry.is_symlink():
+                    raise TagifaiError(f"{path}: a link to {os.path.realpath(path)}, not a file")
     return sorted(found)  # a fixed order keeps the digest and the splits reproducible
+
+
+def _entries(folder: Path, root: Path) -> Iterator[os.DirEntry[str]]:
+    """The entries of ``folder``, hidden ones left out, each link checked as it is listed.
+
+    A link must stay inside ``root`` (whatever it is named, read or not) and may not point
+    to a folder: walking only real folders rules out cycles and an image counted in two
+    classes.
+    """
+    try:
+        listing = os.scandir(folder)
+    except OSError as exc:
+        raise TagifaiError(f"{folder}: cannot list ({_one_line(exc)})") from exc
+    with listing:
+        for entry in listing:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():
+                target = _inside(Path(entry.path), root)
+                if target.is_dir():
+                    raise TagifaiError(
+                        f"{entry.path}: a link to the folder {target}; class folders and "
+                        "their subfolders must be real folders, not links"
+                    )
+            yield entry
 
 
 def _read_image_file(path: Path) -> bytes:

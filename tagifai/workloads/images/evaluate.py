@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,14 @@ from sklearn.metrics import confusion_matrix, f1_score
 
 from tagifai.workloads.images.data import ImageSet
 
-__all__ = ["confusion_png", "evaluate_predictor", "get_metrics"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["MAX_PICTURE_CLASSES", "confusion_png", "evaluate_predictor", "get_metrics"]
+
+# 36-pixel cells with a 120-pixel margin: 50 classes make a 1,930-pixel square (11 MB of RGB),
+# and past that the cells are too many to read anyway; performance.json keeps every count.
+MAX_PICTURE_CLASSES = 50
+_CELL, _MARGIN = 36, 120  # pixels per cell; room for the class names
 
 
 def get_metrics(
@@ -56,10 +64,28 @@ def evaluate_predictor(predictor: Any, images: ImageSet) -> dict[str, Any]:
     return get_metrics(images.labels, probs, predictor.classes, predictor.decision.thresholds[0])
 
 
-def confusion_png(matrix: list[list[int]], classes: list[str], path: Path) -> None:
-    """Draw the confusion matrix (rows: true class, columns: predicted) as a PNG."""
+def confusion_png(matrix: list[list[int]], classes: list[str], path: Path) -> bool:
+    """Draw the confusion matrix (rows: true class, columns: predicted) as a PNG.
+
+    Args:
+        matrix: Counts, ``len(classes)`` rows of ``len(classes)``.
+        classes: Class names, in label order.
+        path: Where the PNG goes.
+
+    Returns:
+        Whether it was drawn: not over :data:`MAX_PICTURE_CLASSES` classes, so the picture
+        is at most 1,930 pixels a side whatever the class count.
+    """
     n = len(classes)
-    cell, margin = 36, 120
+    if n > MAX_PICTURE_CLASSES:
+        logger.info(
+            "%s not drawn: %d classes is over %d (performance.json has the counts)",
+            path.name,
+            n,
+            MAX_PICTURE_CLASSES,
+        )
+        return False
+    cell, margin = _CELL, _MARGIN
     size = (margin + n * cell + 10, margin + n * cell + 10)
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
@@ -83,3 +109,4 @@ def confusion_png(matrix: list[list[int]], classes: list[str], path: Path) -> No
             text = "black" if share[i, j] < 0.5 else "white"
             draw.text((box[0] + 4, box[1] + cell // 3), str(int(counts[i, j])), fill=text)
     image.save(path, format="PNG")
+    return True
