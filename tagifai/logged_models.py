@@ -31,6 +31,7 @@ import tagifai
 from tagifai.errors import TagifaiError
 from tagifai.predict import MODEL_FORMAT, Predictor
 from tagifai.pyfunc_model import FILES_KEY, changed_file, file_digest
+from tagifai.registry import check_complete
 
 __all__ = [
     "PIP_REQUIREMENTS",
@@ -68,7 +69,6 @@ def log_predictor(
     predictor: Predictor,
     name: str = "model",
     input_example: bool = True,
-    registered_model_name: str | None = None,
 ) -> ModelInfo:
     """Log a predictor as an MLflow pyfunc model into the active run.
 
@@ -77,10 +77,10 @@ def log_predictor(
         name: Model name within the run.
         input_example: Store an input example (skipped for trial models: it
             costs a model load to validate).
-        registered_model_name: Also register a new version under this name.
 
     Returns:
-        MLflow's record of the model (``model_uri``, ``registered_model_version``).
+        MLflow's record of the model (``model_uri``); registering it is the registry's
+        (:func:`~tagifai.registry.register_version`).
     """
     signature, example = predictor.workload.signature(predictor.decision.summary)
     requirements = [*PIP_REQUIREMENTS, *predictor.workload.pip_requirements(predictor.params)]
@@ -107,7 +107,6 @@ def log_predictor(
             signature=signature,
             input_example=example if input_example else None,
             pip_requirements=requirements,
-            registered_model_name=registered_model_name,
             metadata={
                 METADATA_KEY: MODEL_FORMAT,
                 "task": predictor.params.task,
@@ -217,8 +216,10 @@ def download_model(model_uri: str, folder: Path) -> Path:
     """The model's files, downloaded into ``folder`` (nothing is loaded).
 
     Raises:
-        TagifaiError: If the URI names no model.
+        TagifaiError: If the URI names no model, or a registered version that is not
+            complete (:func:`~tagifai.registry.check_complete`).
     """
+    check_complete(model_uri)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -25,7 +25,7 @@ import yaml
 from helpers import TINY, free_port, private_store, subprocess_env
 from typer.testing import CliRunner
 
-from tagifai import jobs, tracking
+from tagifai import jobs, registry, tracking
 from tagifai.cli import app
 from tagifai.pyfunc_model import FILES_KEY, file_digest
 from tagifai.workloads.text.params import TextParams
@@ -169,12 +169,25 @@ def test_a_model_changed_in_the_registry_is_refused(workdir: Path) -> None:
     tracking.configure()
     params = TextParams.model_validate(TINY)
     dataset, splits = jobs.load_data(params, None, None)
-    outcome = jobs.train_and_log(params, dataset, splits, "trust", registered_model_name="tagifai")
+    outcome = jobs.train_and_log(params, dataset, splits, "trust")
+    version, *_ = registry.register_version(
+        "tagifai",
+        outcome.model_uri,
+        outcome.run_id,
+        "champion",
+        "test_f1",
+        outcome.score,
+        "split",
+        False,
+        {},
+        "",
+        "2",
+    )
     stored = Path(mlflow.artifacts.download_artifacts(outcome.model_uri))  # local store: in place
     marker = workdir / "planted_code_ran"
     with (stored / "pyfunc_model.py").open("a") as handle:
         handle.write(PLANTED.format(marker=str(marker)))
-    uri = f"models:/tagifai/{outcome.version}"
+    uri = f"models:/tagifai/{version}"
     for args in _commands(uri).values():
         line = _refused(args)
         assert uri in line and "pyfunc_model.py: changed" in line, line
