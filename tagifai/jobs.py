@@ -79,7 +79,6 @@ def train_and_log(
     experiment_name: str,
     run_name: str | None = None,
     run_tags: dict[str, str] | None = None,
-    registered_model_name: str | None = None,
     reporter: Reporter | None = None,
 ) -> TrainOutcome:
     """Train one model as one MLflow run: params, epochs, test metrics, artifacts, model.
@@ -94,7 +93,6 @@ def train_and_log(
         experiment_name: MLflow experiment.
         run_name: The run's name in the UI.
         run_tags: Extra run tags (e.g. the study a model came from).
-        registered_model_name: Also register the model under this name.
         reporter: Also receives every epoch's metrics (e.g. a progress bar).
 
     Returns:
@@ -120,15 +118,13 @@ def train_and_log(
                 "epochs_run": result.epochs_run,
             },
         )
-        model = log_predictor(predictor, registered_model_name=registered_model_name)
-    version = model.registered_model_version
+        model = log_predictor(predictor)
     return TrainOutcome(
         run_id=run_id,
         test_metrics=test_metrics,
         model_uri=str(model.model_uri),
         data_digest=dataset.digest,
         score=float(test_metrics["overall"][workload.score_metric]),
-        version=None if version is None else str(version),
         decision=result.decision,
     )
 
@@ -226,7 +222,6 @@ def train_best(
         experiment_name=best.study_name,
         run_name=f"train-best-{best.study_name}",
         run_tags=tags,
-        registered_model_name=workload.model_name,
         reporter=reporter,
     )
     assert outcome.decision is not None
@@ -239,9 +234,18 @@ def train_best(
         + ("(the same as the study's)" if same else f"(the study's: {best.decision.summary:.4f})")
     )
     score_name = f"test_{workload.score_metric}"
-    outcome.promoted, outcome.champion_score, outcome.comparable = registry.register_version(
+    # Versions a killed train-best left half-registered (their runs were closed when this
+    # one started) are never loaded: remove them.
+    registry.remove_incomplete(workload.model_name)
+    (
+        outcome.version,
+        outcome.promoted,
+        outcome.champion_score,
+        outcome.comparable,
+    ) = registry.register_version(
         workload.model_name,
-        str(outcome.version),
+        outcome.model_uri,
+        outcome.run_id,
         alias=registry.CHAMPION,
         score_name=score_name,
         score=outcome.score,

@@ -2,17 +2,23 @@
 
 A logged model holds the predictor's plain files (weights as a ``state_dict``,
 encoder and params as JSON) and the ``tagifai`` package as code, loaded through
-MLflow's "models from code" (``pyfunc_model.py``): no pickle, anywhere. Loading
-reads the ``MLmodel`` metadata first and refuses, with one line, a model tagifai
-did not write, before MLflow runs any of its code.
+MLflow's "models from code" (``pyfunc_model.py``): no pickle, anywhere. The sha256
+of every code and data file is recorded in ``MLmodel``'s metadata when the model is
+logged. Loading reads the ``MLmodel`` metadata first and refuses, with one line, a
+model tagifai did not write, or one with a file changed, added or removed since it
+was logged, before MLflow runs any of its code (MLflow's own loader runs the same
+check from ``pyfunc_model.py`` before it imports the rest of the model).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,8 @@ from mlflow.models.model import ModelInfo
 import tagifai
 from tagifai.errors import TagifaiError
 from tagifai.predict import MODEL_FORMAT, Predictor
+from tagifai.pyfunc_model import FILES_KEY, changed_file, file_digest
+from tagifai.registry import check_complete
 
 __all__ = [
     "PIP_REQUIREMENTS",
@@ -53,13 +61,14 @@ PIP_REQUIREMENTS = [
 ]
 METADATA_KEY = "tagifai_model_format"  # in MLmodel's metadata: which tagifai wrote it
 CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"  # models from code: no pickle
+ENTRY_FILE = "pyfunc_model.py"  # the code MLflow runs first, at the top of the model folder
+PREDICTOR_DIR = "artifacts/predictor"  # the predictor's files in the model folder
 
 
 def log_predictor(
     predictor: Predictor,
     name: str = "model",
     input_example: bool = True,
-    registered_model_name: str | None = None,
 ) -> ModelInfo:
     """Log a predictor as an MLflow pyfunc model into the active run.
 
@@ -68,14 +77,14 @@ def log_predictor(
         name: Model name within the run.
         input_example: Store an input example (skipped for trial models: it
             costs a model load to validate).
-        registered_model_name: Also register a new version under this name.
 
     Returns:
-        MLflow's record of the model (``model_uri``, ``registered_model_version``).
+        MLflow's record of the model (``model_uri``); registering it is the registry's
+        (:func:`~tagifai.registry.register_version`).
     """
     signature, example = predictor.workload.signature(predictor.decision.summary)
     requirements = [*PIP_REQUIREMENTS, *predictor.workload.pip_requirements(predictor.params)]
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _no_bytecode():
         warnings.filterwarnings("ignore", message=".*An input example was not provided")
         folder = predictor.save(Path(tmp) / "predictor")
         code = Path(tmp) / "code" / PACKAGE_DIR.name
@@ -83,18 +92,49 @@ def log_predictor(
         shutil.copytree(
             PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "sample_data")
         )
+        entry = PACKAGE_DIR / "pyfunc_model.py"
+        # Where MLflow puts each file in the model folder: the digests it is checked against.
+        files = {
+            ENTRY_FILE: file_digest(entry),
+            **_digests(folder, PREDICTOR_DIR),
+            **_digests(code, f"code/{code.name}"),
+        }
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=str(PACKAGE_DIR / "pyfunc_model.py"),
+            python_model=str(entry),
             artifacts={"predictor": str(folder)},
             code_paths=[str(code)],
             signature=signature,
             input_example=example if input_example else None,
             pip_requirements=requirements,
-            registered_model_name=registered_model_name,
-            metadata={METADATA_KEY: MODEL_FORMAT, "task": predictor.params.task},
+            metadata={
+                METADATA_KEY: MODEL_FORMAT,
+                "task": predictor.params.task,
+                FILES_KEY: files,
+            },
         )
     return info
+
+
+def _digests(folder: Path, prefix: str) -> dict[str, str]:
+    """``{prefix/relative path: sha256}`` of every file under ``folder``."""
+    return {
+        f"{prefix}/{path.relative_to(folder).as_posix()}": file_digest(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@contextlib.contextmanager
+def _no_bytecode() -> Iterator[None]:
+    """No ``__pycache__`` is written while MLflow saves (and test-loads) the model, so
+    the logged folder holds exactly the files whose digests were recorded."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
 
 
 def check_model(model_dir: Path, model_uri: str) -> dict[str, Any]:
@@ -128,11 +168,23 @@ def check_model(model_dir: Path, model_uri: str) -> dict[str, Any]:
     if (
         pyfunc.get("loader_module") != CODE_MODEL_LOADER
         or "python_model" in pyfunc
-        or not str(pyfunc.get("model_code_path", "")).endswith("pyfunc_model.py")
+        or Path(str(pyfunc.get("model_code_path", ""))).name != ENTRY_FILE
+        or pyfunc.get("code") != "code"
+        or _predictor_path(pyfunc) != PREDICTOR_DIR
     ):
         # A pickled python_model would run its code on load: tagifai never writes one.
         raise TagifaiError(f"model {model_uri}: not a tagifai model (refused before loading)")
+    problem = changed_file(model_dir, metadata.get(FILES_KEY))
+    if problem is not None:
+        raise TagifaiError(f"model {model_uri}: {problem}; refused before loading")
     return dict(metadata)
+
+
+def _predictor_path(pyfunc: dict[str, Any]) -> Any:
+    """Where the pyfunc flavor says the predictor's files are."""
+    artifacts = pyfunc.get("artifacts")
+    entry = artifacts.get("predictor") if isinstance(artifacts, dict) else None
+    return entry.get("path") if isinstance(entry, dict) else None
 
 
 def load_predictor(model_uri: str) -> Predictor:
@@ -147,7 +199,7 @@ def load_predictor(model_uri: str) -> Predictor:
     with tempfile.TemporaryDirectory() as tmp:
         local = download_model(model_uri, Path(tmp))
         check_model(local, model_uri)
-        return Predictor.load(local / "artifacts" / "predictor")
+        return Predictor.load(local / PREDICTOR_DIR)
 
 
 def inspect_model(model_uri: str) -> dict[str, Any]:
@@ -164,8 +216,10 @@ def download_model(model_uri: str, folder: Path) -> Path:
     """The model's files, downloaded into ``folder`` (nothing is loaded).
 
     Raises:
-        TagifaiError: If the URI names no model.
+        TagifaiError: If the URI names no model, or a registered version that is not
+            complete (:func:`~tagifai.registry.check_complete`).
     """
+    check_complete(model_uri)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -14,6 +14,7 @@ Nothing here imports optuna or scikit-learn: this is the serving path.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ import torch
 from torch import nn
 
 from tagifai.config import validate
-from tagifai.errors import TagifaiError
+from tagifai.errors import ModelTooLarge, TagifaiError
 from tagifai.files import write_json_atomic
+from tagifai.training import build_bounded
 from tagifai.workloads import get_workload
 from tagifai.workloads.base import DecisionRule, Encoder, RunParams
 
@@ -33,6 +35,7 @@ __all__ = ["MODEL_FORMAT", "PREDICT_BATCH_SIZE", "Predictor"]
 MODEL_FORMAT = 2  # 1: tagifai 0.1 (flat text params, no workload); 2: workloads
 PREDICT_BATCH_SIZE = 512  # rows per forward pass when predicting
 MAX_MODEL_JSON_BYTES = 256 * 1024 * 1024  # an encoder's vocabulary is a few MB
+MODEL_FILE_SLACK_BYTES = 1024 * 1024  # model.pt's names and framing, beyond its tensors' bytes
 
 
 class Predictor:
@@ -116,8 +119,14 @@ class Predictor:
     def load(cls, directory: Path | str, device: str = "cpu") -> Predictor:
         """Rebuild a predictor from :meth:`save`'s files (no pickled code is run).
 
+        Every value read is checked as training checks it before anything is allocated:
+        params within their bounds, the network within training's parameter bound
+        (built on the meta device first), distinct class names as many as the decision
+        rule's thresholds, and weights of exactly the network's names and shapes.
+
         Raises:
-            TagifaiError: If a file is missing, or the model was saved in another format.
+            TagifaiError: If a file is missing or not as :meth:`save` writes it (one line
+                naming the file and the value), or the model was saved in another format.
         """
         directory = Path(directory)
         if not (directory / "predictor.json").is_file() and (directory / "params.json").is_file():
@@ -135,19 +144,77 @@ class Predictor:
         source = str(directory / "predictor.json")
         params = validate(workload.params_type, stored.get("params"), source)
         decision = validate(DecisionRule, stored.get("decision"), source)
-        classes = stored.get("classes")
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-            raise TagifaiError(f"{source}: classes: expected a list of names")
-        encoder = workload.load_encoder(_read_json(directory / "encoder.json"))
-        model = workload.build_model(params, encoder, num_classes=len(classes))
+        classes = _check_classes(stored.get("classes"), decision, source)
         try:
-            state = torch.load(directory / "model.pt", map_location=device, weights_only=True)
-            model.load_state_dict(state)
-        except (OSError, RuntimeError) as exc:
+            encoder = workload.load_encoder(_read_json(directory / "encoder.json"))
+            # The bound training has: no network over MAX_PARAMETERS is ever allocated.
+            model = build_bounded(
+                lambda: workload.build_model(params, encoder, num_classes=len(classes))
+            )
+        except ValueError as exc:  # a value no fitted encoder has
+            raise TagifaiError(f"{directory / 'encoder.json'}: {exc}") from None
+        except (AssertionError, AttributeError, KeyError, TypeError):
             raise TagifaiError(
-                f"{directory / 'model.pt'}: {str(exc).splitlines()[0][:200]}"
+                f"{directory / 'encoder.json'}: not an encoder for architecture "
+                f"{params.model.architecture!r}"
             ) from None
+        except ModelTooLarge as exc:
+            raise TagifaiError(f"{source}: {exc}") from None
+        _load_weights(model, directory / "model.pt", device)
         return cls(params, classes, encoder, model.to(device), decision)
+
+
+def _check_classes(classes: Any, decision: DecisionRule, source: str) -> list[str]:
+    """The class names of a saved predictor: distinct names, as many as the rule needs."""
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise TagifaiError(f"{source}: classes: expected a non-empty list of names")
+    seen: set[str] = set()
+    for name in classes:
+        if name in seen:
+            raise TagifaiError(f"{source}: classes: {name!r:.80} appears twice")
+        seen.add(name)
+    count = len(decision.thresholds)
+    if count not in (1, len(classes)):
+        raise TagifaiError(
+            f"{source}: decision: {count} thresholds for {len(classes)} classes "
+            "(one for all, or one per class)"
+        )
+    return list(classes)
+
+
+def _load_weights(model: nn.Module, path: Path, device: str) -> None:
+    """Load a ``state_dict`` of plain tensors (``weights_only``: no pickled code runs) whose
+    names and shapes are exactly the model's."""
+    expected = model.state_dict()
+    limit = MODEL_FILE_SLACK_BYTES + sum(t.numel() * t.element_size() for t in expected.values())
+    try:
+        if path.stat().st_size > limit:
+            raise TagifaiError(f"{path}: larger than the {limit:,} bytes of its network's weights")
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise TagifaiError(f"{path}: model file missing") from None
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        # weights_only refuses anything but tensors and plain containers: no code runs.
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise TagifaiError(f"{path}: not a file of plain weights ({reason})") from None
+    if not isinstance(state, dict):
+        raise TagifaiError(f"{path}: expected a state_dict, got a {type(state).__name__}")
+    for key, tensor in expected.items():
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor):
+            raise TagifaiError(f"{path}: {key!r:.80}: missing")
+        if value.shape != tensor.shape:
+            raise TagifaiError(
+                f"{path}: {key!r:.80}: shape {tuple(value.shape)}, the network's is "
+                f"{tuple(tensor.shape)}"
+            )
+    extra = sorted(str(key) for key in state if key not in expected)
+    if extra:
+        raise TagifaiError(f"{path}: {extra[0]!r:.80}: not a weight of the network")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # e.g. a dtype torch cannot copy
+        raise TagifaiError(f"{path}: {str(exc).strip().splitlines()[0][:200]}") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tagifai.workloads.base import Encoder
+from tagifai.workloads.images.data import MAX_IMAGE_SIDE as MAX_SIDE
 from tagifai.workloads.images.params import CnnParams, ImagesParams, MlpParams
 
 __all__ = ["ImageEncoder", "build_model"]
@@ -61,8 +62,23 @@ class ImageEncoder:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> ImageEncoder:
-        """Restore from :meth:`to_dict`."""
-        return cls(int(state["height"]), int(state["width"]), state["mean"], state["std"])
+        """Restore from :meth:`to_dict`, within the bounds of the images it was fitted on.
+
+        Raises:
+            ValueError: If a size is not an integer in ``1..MAX_IMAGE_SIDE`` or a statistic
+                is not a finite number in its range.
+        """
+        sides = [state.get("height"), state.get("width")]
+        for side in sides:
+            if isinstance(side, bool) or not isinstance(side, int) or not 1 <= side <= MAX_SIDE:
+                raise ValueError(f"image size {sides!r:.40} must be two integers in 1..{MAX_SIDE}")
+        mean, std = state.get("mean"), state.get("std")
+        for name, value in (("mean", mean), ("std", std)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} {value!r:.40} must be a number")
+            if not 0.0 <= value <= 1.0:  # pixels scaled to 0..1; NaN fails too
+                raise ValueError(f"{name} {value!r:.40} must be within [0, 1]")
+        return cls(int(sides[0]), int(sides[1]), float(mean), float(std))  # type: ignore[arg-type]
 
 
 def _mlp(arch: MlpParams, pixels: int, num_classes: int) -> nn.Module:

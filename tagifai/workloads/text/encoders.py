@@ -30,6 +30,7 @@ PAD, UNK = "<pad>", "<unk>"
 # single request from costing seconds (the longest real description is ~1,700 chars).
 MAX_TEXT_CHARS = 10_000  # a text to tag is cut here
 MAX_PREDICT_TEXTS = 10_000  # texts in one request or --file, as for images
+MAX_TOKENS = 100_000  # a tokenizer's max_length: CnnParams.max_length's bound
 # Word tokens as scikit-learn splits them: runs of 2+ word characters.
 _WORD_TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
@@ -252,10 +253,40 @@ def _check_strings(column: pd.Series, name: str) -> None:
 
 
 def load_encoder(state: dict[str, Any]) -> Tokenizer | NgramVocab:
-    """Restore an encoder from its JSON state."""
+    """Restore an encoder from its JSON state, checked as :meth:`Tokenizer.fit` or
+    :meth:`NgramVocab.fit` would have made it (ids in range, one idf per id).
+
+    Raises:
+        ValueError: If a value is not one a fitted encoder has.
+    """
     if state.get("kind") == "ngram_vocab":
+        for family in ("words", "chars"):
+            grams = state.get(family)
+            if not isinstance(grams, list) or not all(isinstance(g, str) for g in grams):
+                raise ValueError(f"{family}: expected a list of n-grams")
+            if len(set(grams)) != len(grams):
+                raise ValueError(f"{family}: an n-gram appears twice")
+        idf, size = state.get("idf"), len(state["words"]) + len(state["chars"]) + 1
+        if not isinstance(idf, list) or len(idf) != size:
+            raise ValueError(f"idf: expected {size} numbers, one per n-gram and padding")
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in idf):
+            raise ValueError("idf: expected finite numbers")
+        if not isinstance(state.get("max_features"), int) or state["max_features"] < 1:
+            raise ValueError(f"max_features: {state.get('max_features')!r:.40}")
         return NgramVocab.from_dict(state)
-    return Tokenizer(state["char_level"], state["max_length"], dict(state["token_to_index"]))
+    if state.get("kind") != "tokenizer":
+        raise ValueError(f"kind: {state.get('kind')!r:.40} is not tokenizer or ngram_vocab")
+    vocabulary, max_length = state.get("token_to_index"), state.get("max_length")
+    if not isinstance(state.get("char_level"), bool):
+        raise ValueError("char_level: expected true or false")
+    if not isinstance(max_length, int) or not 1 <= max_length <= MAX_TOKENS:
+        raise ValueError(f"max_length: {max_length!r:.40} is not in 1..{MAX_TOKENS}")
+    if not isinstance(vocabulary, dict) or sorted(
+        index if isinstance(index, int) and not isinstance(index, bool) else -1
+        for index in vocabulary.values()
+    ) != list(range(len(vocabulary))):
+        raise ValueError("token_to_index: ids must be 0 .. size - 1, each once")
+    return Tokenizer(state["char_level"], max_length, dict(vocabulary))
 
 
 def fit_encoder(params: TextParams, texts: list[str]) -> Tokenizer | NgramVocab:
