@@ -34,7 +34,7 @@ from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from tagifai.errors import TagifaiError, disk_full
-from tagifai.serving import LOOPBACK_HOSTS
+from tagifai.serving import LOOPBACK_HOSTS, MAX_CONNECTIONS, READ_TIMEOUT_SECONDS
 
 __all__ = ["app", "main"]
 
@@ -417,6 +417,7 @@ def predict_command(
     from tagifai import tracking
     from tagifai.files import write_jsonl_atomic
     from tagifai.logged_models import load_predictor
+    from tagifai.workloads.base import InputPolicy
 
     workload = _workload(task)
     if bool(inputs) == bool(file):
@@ -435,7 +436,8 @@ def predict_command(
         raise TagifaiError(
             f"model is a {predictor.params.task} model: predict with --task {predictor.params.task}"
         )
-    results = predictor.predict(raw, threshold=threshold)
+    # The user of the command line names their own files (`path` inputs); a server never.
+    results = predictor.predict(raw, threshold=threshold, policy=InputPolicy(read_files=True))
     if output is not None:
         write_jsonl_atomic(output, results)
         console.print(f"wrote {len(results)} predictions to {output}")
@@ -750,9 +752,29 @@ def serve_command(
             help="Comma-separated Host header values answered; others get a 400.",
         ),
     ] = ",".join(LOOPBACK_HOSTS),
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout",
+            help="Seconds a client has to send a request's headers, and again its body "
+            "(else the connection is closed; a late body gets a 408).",
+            min=0.1,
+            max=3600,
+        ),
+    ] = READ_TIMEOUT_SECONDS,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            help="Connections served at once; a request on one more gets a 503.",
+            min=1,
+            max=10_000,
+        ),
+    ] = MAX_CONNECTIONS,
 ) -> None:
     """Serve a tagifai model: MLflow's scoring server (/invocations), foreign models
-    refused, Host header checked, request bodies bounded."""
+    refused, Host header checked, requests bounded in size and time, connections capped;
+    a request's payload never names a file of the server."""
     from tagifai import serving, tracking
 
     hosts = [name.strip() for name in allowed_hosts.split(",") if name.strip()]
@@ -760,7 +782,7 @@ def serve_command(
         raise TagifaiError(f"--allowed-hosts: no host name in {allowed_hosts!r:.80}")
     uri = _resolve_model_uri(_workload(task), None, model_uri)
     tracking.configure(read_only=True)
-    serving.serve(uri, host, port, hosts)
+    serving.serve(uri, host, port, hosts, read_timeout, max_connections)
 
 
 @command("init-experiment")
