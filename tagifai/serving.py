@@ -21,11 +21,15 @@ serve``). Around it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import tempfile
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+
+from tagifai.errors import TagifaiError, VisibleLogText
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -255,7 +259,7 @@ def serve(
 
     with tempfile.TemporaryDirectory(prefix="tagifai-serve-") as folder:
         app = build_app(model_uri, Path(folder), allowed_hosts, read_timeout=read_timeout)
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
             host=host,
             port=port,
@@ -267,6 +271,16 @@ def serve(
             # included: one more lets max_connections be served.
             limit_concurrency=max_connections + 1,
         )
+        # The access log quotes each request's path: a client's "%1b[2J" must not
+        # reach the operator's terminal as an escape code.
+        for name in ("uvicorn", "uvicorn.access"):
+            for handler in logging.getLogger(name).handlers:
+                handler.addFilter(VisibleLogText())
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down
+            server.run()
+        if not server.started:  # uvicorn logged why (the port is taken, ...)
+            raise TagifaiError(f"serve: could not listen on {host}:{port}")
 
 
 def _header_deadline(seconds: float) -> type[asyncio.Protocol]:

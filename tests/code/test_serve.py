@@ -237,6 +237,13 @@ def test_a_served_model_reads_no_file_of_the_server(workdir):
     (answer,) = answers
     assert "'path' column is not read" in answer and "send 'image'" in answer
     assert not any(word in answer for word in ("no such", "readable", "passwd", "png"))
+    # Plain `mlflow models serve` loads the same pyfunc: refused too (its answer quotes
+    # the input frame, so only the reason is compared).
+    with model_server("models:/tagifai-images@champion", workdir) as url:
+        for path in files:
+            status, body = post_json(url, PATH_PAYLOADS["dataframe_split"](path))
+            assert status == 400 and answer in body["message"], (path, body)
+            assert "no such" not in body["message"] and "readable" not in body["message"]
 
 
 def _slow_client(port: int, head_only: bool) -> socket.socket:
