@@ -711,6 +711,7 @@ def report_command(
     if output.is_dir():
         raise TagifaiError(f"--output: {output} is a folder")
     loaded = _load_study(study_name, storage)
+    report.parent_run_id(loaded)  # a record that could not be a run id: one line, no page
     try:
         uri: str | None = tracking.configure(read_only=True)
         trained = report.find_trained(loaded)

@@ -8,12 +8,29 @@ import errno
 import logging
 import unicodedata
 
-__all__ = ["ModelTooLarge", "TagifaiError", "VisibleLogText", "disk_full", "visible"]
+__all__ = [
+    "ModelTooLarge",
+    "TagifaiError",
+    "VisibleLogText",
+    "disk_full",
+    "missing_package",
+    "visible",
+]
 
 # What SQLite (through sqlite3, SQLAlchemy and MLflow) says when a write finds no room.
 _SQLITE_FULL = "database or disk is full"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
+
+# A module an optional client imports, and the package that installs it (others: the
+# module's own name).
+_PACKAGE_OF_MODULE = {
+    "MySQLdb": "mysqlclient",
+    "botocore": "boto3",
+    "google": "google-cloud-storage",
+    "azure": "azure-storage-blob",
+    "oracledb": "oracledb",
+}
 
 MAX_MESSAGE_CHARS = 500  # an error echoes values from its input: never a megabyte of them
 
@@ -75,6 +92,12 @@ class ModelTooLarge(TagifaiError):
     Each size has its own bound, but not their product. In a study this fails the
     trial (its sampled sizes were too large together), not the study.
     """
+
+
+def missing_package(exc: ImportError) -> str:
+    """The package to install for the module an ``ImportError`` could not import."""
+    top = (exc.name or "").split(".")[0]
+    return _PACKAGE_OF_MODULE.get(top, top or "its client package")
 
 
 def disk_full(exc: BaseException) -> str | None:

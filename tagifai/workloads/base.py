@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 from torch import nn
 
 __all__ = [
@@ -85,7 +85,7 @@ class DecisionRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["threshold", "confidence"]
-    thresholds: tuple[float, ...] = Field(min_length=1)
+    thresholds: tuple[StrictFloat, ...] = Field(min_length=1)  # "0.5" is not a number
 
     @model_validator(mode="after")
     def _check(self) -> DecisionRule:
