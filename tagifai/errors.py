@@ -60,14 +60,21 @@ class VisibleLogText(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = visible(record.msg, keep_newlines=True)
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                visible(arg, keep_newlines=True) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
+            record.args = tuple(_visible_arg(arg) for arg in record.args)
         if record.exc_info and not record.exc_text:  # what the formatter would write
             traceback = logging.Formatter().formatException(record.exc_info)
             record.exc_text = visible(traceback, keep_newlines=True)
         return True
+
+
+def _visible_arg(arg: object) -> object:
+    """A log argument as it will be shown: itself, unless its text has control characters
+    (a path, a name), then that text written out."""
+    if isinstance(arg, int | float):
+        return arg
+    text = arg if isinstance(arg, str) else str(arg)
+    shown = visible(text, keep_newlines=True)
+    return arg if shown == text else shown
 
 
 class TagifaiError(Exception):

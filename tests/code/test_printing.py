@@ -123,3 +123,16 @@ def test_report_output_name_is_printed_literally(store: Store) -> None:
     done = _tagifai(store.folder, "report", "--study", store.study, "--output", f"r{ESCAPE}.txt")
     shown = _shown_as_it_is(done, 2)
     assert f"--output: r{SHOWN_ESCAPE}.txt is not an .html file" in done.stderr
+
+
+def test_a_logged_warning_shows_a_file_name_literally(store: Store) -> None:
+    """A warning that names a file (a taxonomy parent that is not a tag) is logged with
+    the name's control characters written out."""
+    tags = json.loads((REPO / "tagifai" / "sample_data" / "tags.json").read_text())
+    tags[0]["parents"] = ["no-such-tag"]
+    name = f"tags{MARKUP}{ESCAPE}.json"
+    (store.folder / "tags[").mkdir()
+    (store.folder / name).write_text(json.dumps(tags))
+    done = _tagifai(store.folder, "train", "--params", "tiny.json", "--tags", name)
+    _shown_as_it_is(done, 0)
+    assert f"tags{MARKUP}{SHOWN_ESCAPE}.json: ignoring 1 parent(s)" in done.stderr, done.stderr

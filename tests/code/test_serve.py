@@ -296,3 +296,7 @@ def test_tagifai_serve_bounds_slow_clients(workdir, tiny_params, sample_paths):
             assert message == "request body: not received whole within 15 seconds"
         status, answer = _post(url, good)
         assert status == 200, answer
+        # The access log quotes the path: an escape code in it never reaches the terminal.
+        assert _post(url.replace("/invocations", "/%1b[31mred"), good)[0] == 404
+        log = (workdir / "tagifai-serve.log").read_text()
+        assert "[31mred" in log and "\x1b" not in log, log[-2000:]
