@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from tagifai.config import read_mapping, validate
 from tagifai.errors import TagifaiError
@@ -34,8 +34,9 @@ class BestParams(BaseModel):
     study_name: str
     metric: str
     direction: Literal["maximize", "minimize"]
-    value: float = Field(allow_inf_nan=False)
-    trial_number: int = Field(ge=0)
+    # Strict, like every file tagifai reads: "3" is not a trial number.
+    value: StrictFloat = Field(allow_inf_nan=False)
+    trial_number: StrictInt = Field(ge=0)
     mlflow_run_id: str | None = None  # the best trial's child run
     parent_run_id: str | None = None
     data_source: str | None = None  # None: the workload's embedded sample

@@ -34,8 +34,8 @@ from rich.table import Table
 # Typer 0.29 vendors Click: its usage errors are these classes, not click's.
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
-from tagifai.errors import TagifaiError, disk_full
-from tagifai.serving import LOOPBACK_HOSTS
+from tagifai.errors import TagifaiError, VisibleLogText, disk_full, visible
+from tagifai.serving import LOOPBACK_HOSTS, MAX_CONNECTIONS, READ_TIMEOUT_SECONDS
 
 __all__ = ["app", "main"]
 
@@ -46,8 +46,10 @@ app = typer.Typer(
     help="Tune, train, register and serve PyTorch models (text tags, image classes) with "
     "Optuna and MLflow.",
 )
-console = Console(soft_wrap=True)  # a run id or path is never split across lines
-err_console = Console(stderr=True, soft_wrap=True)
+# Soft wrap: a run id or path is never split across lines. No markup: a path holding
+# "[bold]" or "[/x]" is printed as it is, never read as style.
+console = Console(soft_wrap=True, markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,7 +63,14 @@ def _is_environment_error(exc: BaseException) -> bool:
 
 
 def _say(line: str) -> None:
-    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    """One line on stderr, printed as it is (control characters written out)."""
+    err_console.print(visible(line), markup=False, highlight=False, soft_wrap=True)
+
+
+def _print(line: str, style: str | None = None) -> None:
+    """One line on stdout, printed as it is: whatever names or values from outside it
+    quotes are neither markup nor terminal control."""
+    console.print(visible(line), markup=False, highlight=False, style=style)
 
 
 def command(name: str) -> Callable[[F], F]:
@@ -225,7 +234,7 @@ def _progress() -> Progress:
 
 
 def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
-    table = Table(title=title)
+    table = Table(title=visible(title))
     for column in ("metric", "value"):
         table.add_column(column)
     for key, value in metrics.items():
@@ -266,7 +275,7 @@ def train_command(
             experiment_name or f"{workload.model_name}-train",  # tagifai-train for text
             reporter=_EpochProgress(progress, params.model.num_epochs),
         )
-    console.print(f"run_id: {outcome.run_id}")
+    _print(f"run_id: {outcome.run_id}")
     _print_metrics("test metrics", outcome.test_metrics["overall"])
 
 
@@ -341,9 +350,9 @@ def train_best_command(
         outcome = jobs.train_best(
             best, dataset, splits, force=force, reporter=_EpochProgress(progress, epochs)
         )
-    console.print(f"run_id: {outcome.run_id}")
+    _print(f"run_id: {outcome.run_id}")
     _print_metrics("test metrics", outcome.test_metrics["overall"])
-    console.print(outcome.threshold_note)
+    _print(outcome.threshold_note)
     previous = outcome.champion_score
     score = f"test {best_workload.score_metric}"
     versus = (
@@ -353,7 +362,7 @@ def train_best_command(
         versus += " on another test split: not comparable"
         versus += "" if outcome.promoted else ", --force to promote"
     verdict = "is now @champion" if outcome.promoted else "stays a challenger"
-    console.print(f"{best_workload.model_name} version {outcome.version} {verdict} ({versus})")
+    _print(f"{best_workload.model_name} version {outcome.version} {verdict} ({versus})")
 
 
 def _best_of_study(name: str, storage: str | None) -> Any:
@@ -441,6 +450,7 @@ def predict_command(
     from tagifai import tracking
     from tagifai.files import write_jsonl_atomic
     from tagifai.logged_models import load_predictor
+    from tagifai.workloads.base import InputPolicy
 
     workload = _workload(task)
     if bool(inputs) == bool(file):
@@ -459,10 +469,11 @@ def predict_command(
         raise TagifaiError(
             f"model is a {predictor.params.task} model: predict with --task {predictor.params.task}"
         )
-    results = predictor.predict(raw, threshold=threshold)
+    # The user of the command line names their own files (`path` inputs); a server never.
+    results = predictor.predict(raw, threshold=threshold, policy=InputPolicy(read_files=True))
     if output is not None:
         write_jsonl_atomic(output, results)
-        console.print(f"wrote {len(results)} predictions to {output}")
+        _print(f"wrote {len(results)} predictions to {output}")
         return
     labels = inputs if inputs else raw.iloc[:, 0].astype(str).tolist()
     for label, result in zip(labels, results, strict=True):
@@ -579,11 +590,11 @@ def _print_study_summary(result: Any, n_trials: int, workload: Any) -> None:
     name = result.study.study_name
     states = [t.state.name for t in result.study.trials]
     if result.trials_run == 0:
-        console.print(
+        _print(
             f"study {name!r} already has {n_trials} finished trials: nothing to do "
             "(raise --n-trials to run more)"
         )
-    console.print(
+    _print(
         f"study {name!r}: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, "
         f"{states.count('FAIL')} failed in {result.seconds:.1f}s; parent run {result.parent_run_id}"
     )
@@ -591,13 +602,13 @@ def _print_study_summary(result: Any, n_trials: int, workload: Any) -> None:
     if best is None:
         return
     params = ", ".join(f"{k}={_short(v)}" for k, v in best.tuned.items())
-    console.print(f"best {best.metric} = {best.value:.4f} (trial {best.trial_number}): {params}")
-    console.print(f"decision rule: {best.decision.kind} {best.decision.summary:.4f}")
-    console.print(
+    _print(f"best {best.metric} = {best.value:.4f} (trial {best.trial_number}): {params}")
+    _print(f"decision rule: {best.decision.kind} {best.decision.summary:.4f}")
+    _print(
         f"best params: {workload.best_params_file}, and best_params.json, trials.csv and "
         f"plots/ (PNG + plots.html) on run {result.parent_run_id}"
     )
-    console.print(
+    _print(
         f"next: make train-best TASK={workload.name} STUDY={name}  |  make ui (MLflow)  |  "
         f"make dashboard (Optuna)  |  tagifai report --study {name} --output {name}.html"
     )
@@ -705,7 +716,7 @@ def summarize_command(
     best = study.write_summary(loaded, workload.best_params_file)
     if best is None:
         raise TagifaiError(f"study {study_name!r} has no completed trial to summarise")
-    console.print(
+    _print(
         f"best {best.metric} = {best.value:.4f} (trial {best.trial_number}); "
         f"params in {workload.best_params_file}"
     )
@@ -730,16 +741,17 @@ def report_command(
     if output.is_dir():
         raise TagifaiError(f"--output: {output} is a folder")
     loaded = _load_study(study_name, storage)
+    report.parent_run_id(loaded)  # a record that could not be a run id: one line, no page
     try:
         uri: str | None = tracking.configure(read_only=True)
         trained = report.find_trained(loaded)
         link = report.run_links(uri or "")
     except TagifaiError as exc:  # no tracking store: the study's own record still reports
-        console.print(f"note: {exc}; the report has no MLflow section", style="yellow")
+        _print(f"note: {exc}; the report has no MLflow section", style="yellow")
         uri, trained, link = None, None, None
     page = report.render_report(loaded, uri, link, trained)
     write_bytes_atomic(output, page.encode("utf-8"))
-    console.print(f"wrote {output} ({len(page) / 1e6:.1f} MB)")
+    _print(f"wrote {output} ({len(page) / 1e6:.1f} MB)")
 
 
 @command("check-model")
@@ -755,7 +767,7 @@ def check_model_command(
 
     tracking.configure(read_only=True)
     metadata = inspect_model(model_uri)
-    console.print(f"{model_uri}: a tagifai {metadata.get('task', '')} model, ready to serve")
+    _print(f"{model_uri}: a tagifai {metadata.get('task', '')} model, ready to serve")
 
 
 @command("serve")
@@ -780,9 +792,29 @@ def serve_command(
             help="Comma-separated Host header values answered; others get a 400.",
         ),
     ] = ",".join(LOOPBACK_HOSTS),
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout",
+            help="Seconds a client has to send a request's headers, and again its body "
+            "(else the connection is closed; a late body gets a 408).",
+            min=0.1,
+            max=3600,
+        ),
+    ] = READ_TIMEOUT_SECONDS,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            help="Connections served at once; a request on one more gets a 503.",
+            min=1,
+            max=10_000,
+        ),
+    ] = MAX_CONNECTIONS,
 ) -> None:
     """Serve a tagifai model: MLflow's scoring server (/invocations), foreign models
-    refused, Host header checked, request bodies bounded."""
+    refused, Host header checked, requests bounded in size and time, connections capped;
+    a request's payload never names a file of the server."""
     from tagifai import serving, tracking
 
     hosts = [name.strip() for name in allowed_hosts.split(",") if name.strip()]
@@ -790,7 +822,7 @@ def serve_command(
         raise TagifaiError(f"--allowed-hosts: no host name in {allowed_hosts!r:.80}")
     uri = _resolve_model_uri(_workload(task), None, model_uri)
     tracking.configure(read_only=True)
-    serving.serve(uri, host, port, hosts)
+    serving.serve(uri, host, port, hosts, read_timeout, max_connections)
 
 
 @command("init-experiment")
@@ -800,7 +832,7 @@ def init_experiment_command(name: Annotated[str, typer.Argument(help="Experiment
 
     _check_name("NAME", name)
     tracking.configure()
-    console.print(tracking.ensure_experiment(name))
+    _print(tracking.ensure_experiment(name))
 
 
 def _check_output(output: Path, inputs: list[Path]) -> None:
@@ -843,6 +875,8 @@ def main() -> None:
     and the study is left resumable.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(VisibleLogText())  # a logged file name cannot drive the terminal
     quiet = _QuietEndings()
     for name in ("optuna.study._optimize", "mlflow.store.db.utils"):
         logging.getLogger(name).addFilter(quiet)

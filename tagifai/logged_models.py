@@ -28,7 +28,7 @@ from mlflow.models import Model
 from mlflow.models.model import ModelInfo
 
 import tagifai
-from tagifai.errors import TagifaiError
+from tagifai.errors import TagifaiError, missing_package
 from tagifai.predict import MODEL_FORMAT, Predictor
 from tagifai.pyfunc_model import FILES_KEY, changed_file, file_digest
 from tagifai.registry import check_complete
@@ -226,6 +226,11 @@ def download_model(model_uri: str, folder: Path) -> Path:
             return Path(
                 mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(folder))
             )
+    except ImportError as exc:  # s3://, gs://, ... without their client package
+        raise TagifaiError(
+            f"model {model_uri}: its artifact store needs the Python package "
+            f"{missing_package(exc)}, which is not installed"
+        ) from None
     except (MlflowException, OSError) as exc:
         reason = str(exc).splitlines()[0][:200]
         if model_uri.startswith("models:/") and "not found" in reason.lower():

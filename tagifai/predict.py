@@ -28,7 +28,13 @@ from tagifai.errors import ModelTooLarge, TagifaiError
 from tagifai.files import write_json_atomic
 from tagifai.training import build_bounded
 from tagifai.workloads import get_workload
-from tagifai.workloads.base import DecisionRule, Encoder, RunParams
+from tagifai.workloads.base import (
+    SERVED_INPUTS,
+    DecisionRule,
+    Encoder,
+    InputPolicy,
+    RunParams,
+)
 
 __all__ = ["MODEL_FORMAT", "PREDICT_BATCH_SIZE", "Predictor"]
 
@@ -78,12 +84,20 @@ class Predictor:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         return np.concatenate(out)
 
-    def predict(self, raw: pd.DataFrame, threshold: float | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        raw: pd.DataFrame,
+        threshold: float | None = None,
+        policy: InputPolicy = SERVED_INPUTS,
+    ) -> list[dict[str, Any]]:
         """Predictions for a payload of raw inputs.
 
         Args:
             raw: The workload's payload frame (texts, images).
             threshold: One cut-off instead of the tuned rule's (``None``: the tuned one).
+            policy: What the payload may ask of this machine; the default is a served
+                model's (it names no files here). The entry point that knows who sent
+                the payload passes its own.
 
         Returns:
             One result per row (the workload's shape).
@@ -93,7 +107,7 @@ class Predictor:
         """
         if threshold is not None and not 0.0 <= float(threshold) <= 1.0:  # NaN fails too
             raise TagifaiError(f"threshold: must be within [0, 1], got {threshold!r}")
-        probs = self.predict_proba(self.workload.inputs_from_raw(raw, self))
+        probs = self.predict_proba(self.workload.inputs_from_raw(raw, self, policy))
         return self.workload.decide(probs, self.classes, self.decision, threshold)
 
     def save(self, directory: Path | str) -> Path:

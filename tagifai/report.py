@@ -13,6 +13,7 @@ import base64
 import html
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from tagifai.errors import TagifaiError
 from tagifai.plots import write_plots
 
-__all__ = ["TrainedModel", "find_trained", "render_report", "run_links"]
+__all__ = ["TrainedModel", "find_trained", "parent_run_id", "render_report", "run_links"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +135,36 @@ def run_links(tracking_uri: str) -> Any:
     return link
 
 
+# An MLflow run id (uuid hex in every store MLflow ships): anything else, a quote
+# included, never reaches a search filter.
+RUN_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+
+
+def parent_run_id(study: optuna.Study) -> str | None:
+    """The study's parent run, as recorded in its storage (``None``: not recorded).
+
+    Raises:
+        TagifaiError: If the record is not an MLflow run id.
+    """
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    if parent is None or parent == "":
+        return None
+    if not isinstance(parent, str) or not RUN_ID.fullmatch(parent):
+        raise TagifaiError(
+            f"study {study.study_name!r}: mlflow_parent_run_id {parent!r:.80} in its storage "
+            "is not an MLflow run id"
+        )
+    return parent
+
+
 def find_trained(study: optuna.Study) -> TrainedModel | None:
     """The latest finished ``train-best`` run of the study, from the tracking store in use."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    if not parent:
+    parent = parent_run_id(study)
+    if parent is None:
         return None
     client = MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]

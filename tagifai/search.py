@@ -44,7 +44,7 @@ from tagifai.config import (
     read_mapping,
     validate,
 )
-from tagifai.errors import TagifaiError
+from tagifai.errors import TagifaiError, missing_package
 from tagifai.workloads import get_workload
 from tagifai.workloads.base import RunParams, Workload
 
@@ -305,11 +305,18 @@ def _check_storage_url(url: str) -> str:
 
     try:
         parsed = make_url(url)
-        parsed.get_dialect()
+        dialect = parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ValueError(
             "not a database URL (sqlite:///PATH, postgresql://HOST/DB, mysql://HOST/DB): "
             f"{type(exc).__name__}"
+        ) from None
+    try:
+        dialect.import_dbapi()  # what opening the storage imports first
+    except ImportError as exc:
+        raise ValueError(
+            f"a {parsed.drivername} URL needs the Python package {missing_package(exc)}, "
+            "which is not installed"
         ) from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).parent

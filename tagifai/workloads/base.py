@@ -21,14 +21,16 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 from torch import nn
 
 __all__ = [
+    "SERVED_INPUTS",
     "ArchitectureParams",
     "DataSet",
     "DecisionRule",
     "Encoder",
+    "InputPolicy",
     "RunParams",
     "Splits",
     "TrainResult",
@@ -83,7 +85,7 @@ class DecisionRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["threshold", "confidence"]
-    thresholds: tuple[float, ...] = Field(min_length=1)
+    thresholds: tuple[StrictFloat, ...] = Field(min_length=1)  # "0.5" is not a number
 
     @model_validator(mode="after")
     def _check(self) -> DecisionRule:
@@ -103,6 +105,23 @@ class DecisionRule(BaseModel):
     def summary(self) -> float:
         """One number for the record: the cut-off, or the mean of per-class ones."""
         return float(np.mean(self.thresholds))
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """What a prediction payload may ask of the machine that predicts.
+
+    The entry point that knows who sent the payload passes it down: ``tagifai
+    predict`` reads files its own user names (``InputPolicy(read_files=True)``); a
+    served model (``tagifai serve``, ``mlflow models serve``, any pyfunc load)
+    answers anyone who can reach it, so it gets the default and a payload naming a
+    file on the server is refused before any file is looked at.
+    """
+
+    read_files: bool = False  # a payload may name files of this machine (a `path` column)
+
+
+SERVED_INPUTS = InputPolicy()  # a request from anyone who can connect: no files of this machine
 
 
 class DataSet(Protocol):
@@ -212,8 +231,11 @@ class Workload(Protocol):
         """Logits to probabilities (sigmoid for multi-label, softmax for single-label)."""
         ...
 
-    def inputs_from_raw(self, raw: pd.DataFrame, predictor: Any) -> list[Any]:
-        """A payload's inputs, prepared for ``predictor`` (raises ``TagifaiError`` if invalid)."""
+    def inputs_from_raw(
+        self, raw: pd.DataFrame, predictor: Any, policy: InputPolicy = SERVED_INPUTS
+    ) -> list[Any]:
+        """A payload's inputs, prepared for ``predictor`` within ``policy`` (the default:
+        a served model's); raises ``TagifaiError`` if invalid."""
         ...
 
     def decide(

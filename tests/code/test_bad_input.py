@@ -16,6 +16,7 @@ of runs did not change and that no file appeared.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sqlite3
@@ -66,9 +67,14 @@ def case(
     files: dict[str, Content] | None = None,
     model: bool = False,
     xfail: pytest.MarkDecorator | None = None,
+    without: str | None = None,
 ) -> Any:
-    """A ``pytest.param`` of one :class:`Case`; model cases are marked ``training``."""
-    marks = [mark for mark in (xfail, model and pytest.mark.training) if mark]
+    """A ``pytest.param`` of one :class:`Case`; model cases are marked ``training``;
+    ``without`` names a module the case needs absent (skipped where it is installed)."""
+    absent = without and pytest.mark.skipif(
+        importlib.util.find_spec(without) is not None, reason=f"{without} is installed"
+    )
+    marks = [mark for mark in (xfail, absent, model and pytest.mark.training) if mark]
     return pytest.param(Case(args, expected, files or {}, model), id=case_id, marks=marks)
 
 
@@ -120,6 +126,28 @@ def projects(count: int = 12, **second_row: Any) -> str:
     rows = [project(number) for number in range(1, count + 1)]
     rows[1] = project(2, **second_row)
     return json.dumps(rows)
+
+
+def best_params(**overrides: Any) -> Callable[[dict[str, Any]], str]:
+    """A best-params file of the tiny params with top-level ``overrides`` (bad ones too)."""
+
+    def write(tiny: dict[str, Any]) -> str:
+        record = {
+            "schema_version": 2,
+            "task": "text",
+            "study_name": "bad-input",
+            "metric": "val_f1",
+            "direction": "maximize",
+            "value": 0.5,
+            "trial_number": 0,
+            "data_digest": "0" * 16,
+            "tuned": {},
+            "params": tiny,
+            "decision": {"kind": "threshold", "thresholds": [0.5]},
+        }
+        return json.dumps({**record, **overrides})
+
+    return write
 
 
 def train(*extra: str) -> tuple[str, ...]:
@@ -1122,6 +1150,52 @@ CASES = [
         expected=("--storage: storage: not a database URL",),
     ),
     case(
+        "best-params-trial-number-a-string",
+        *("train-best", "--params", "best.json"),
+        files={"best.json": best_params(trial_number="3")},
+        expected=("best.json: trial_number: Input should be a valid integer (got '3')",),
+    ),
+    case(
+        "best-params-value-a-string",
+        *("train-best", "--params", "best.json"),
+        files={"best.json": best_params(value="0.5")},
+        expected=("best.json: value: Input should be a valid number (got '0.5')",),
+    ),
+    case(
+        "best-params-threshold-a-string",
+        *("train-best", "--params", "best.json"),
+        files={"best.json": best_params(decision={"kind": "threshold", "thresholds": ["0.5"]})},
+        expected=("best.json: decision.thresholds.0: Input should be a valid number",),
+    ),
+    case(
+        "study-storage-driver-not-installed",
+        *("optimize", "--config", "s.yaml"),
+        files={"s.yaml": study(storage="mysql://user:s3cret@localhost/db")},
+        expected=("s.yaml: storage: a mysql URL needs the Python package mysqlclient",),
+        without="MySQLdb",
+    ),
+    case(
+        "option-storage-driver-not-installed",
+        *("optimize", "--config", "s.yaml", "--storage", "mysql+pymysql://u:s3cret@host/db"),
+        files={"s.yaml": study()},
+        expected=("--storage: storage: a mysql+pymysql URL needs the Python package pymysql",),
+        without="pymysql",
+    ),
+    case(
+        "model-uri-s3-without-boto3",
+        *("predict", "some text", "--model-uri", "s3://bucket/model"),
+        expected=("model s3://bucket/model: its artifact store needs the Python package boto3",),
+        model=True,
+        without="botocore",
+    ),
+    case(
+        "model-uri-gs-without-its-client",
+        *("check-model", "gs://bucket/model"),
+        expected=("gs://bucket/model: its artifact store needs the Python package google-cloud",),
+        model=True,
+        without="google.cloud",
+    ),
+    case(
         "study-grid-step-that-overflows",
         *("optimize", "--config", "s.yaml"),
         files={
@@ -1242,6 +1316,29 @@ def test_summarize_refuses_a_study_tagifai_did_not_make(workdir: Path) -> None:
     assert "base_params" in lines[0]
     assert _tree(workdir) == before  # no artifact or best_params.json
     assert _run_count(workdir / "mlflow.db") == 0  # no parent run started for it
+
+
+def test_report_refuses_a_parent_run_id_that_is_no_run_id(workdir: Path) -> None:
+    """A study whose storage records a parent run id with a quote (it would go into an
+    MLflow search filter): one line naming it, no page written."""
+    import optuna
+
+    storage = f"sqlite:///{workdir / 'study.db'}"
+    study = optuna.create_study(study_name="quoted", storage=storage)
+    study.set_user_attr("mlflow_parent_run_id", "x' or attributes.status != '")
+    before = _tree(workdir)
+
+    result = CliRunner().invoke(
+        app, ["report", "--study", "quoted", "--storage", storage, "--output", "r.html"]
+    )
+
+    assert result.exit_code == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "study 'quoted': mlflow_parent_run_id \"x' or attributes" in lines[0], lines[0]
+    assert "is not an MLflow run id" in lines[0]
+    assert not any(marker in result.output for marker in TRACEBACK_MARKERS)
+    assert _tree(workdir) == before  # no report, no tracking store
 
 
 # A model from another tool: importing its module, loading or predicting with it writes

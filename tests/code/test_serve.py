@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ def _train_champion(tiny_params, sample_paths) -> jobs.TrainOutcome:
     tracking.configure()
     dataset, splits = jobs.load_data(tiny_params, *sample_paths)
     best = BestParams(
-        task="text",
+        task=tiny_params.task,
         study_name="serve",
         metric="val_f1",
         direction="maximize",
@@ -34,7 +36,9 @@ def _train_champion(tiny_params, sample_paths) -> jobs.TrainOutcome:
         data_digest=dataset.digest,
         tuned={},
         params=tiny_params.model_dump(mode="json"),
-        decision=DecisionRule(kind="threshold", thresholds=(0.5,)),
+        decision=DecisionRule(
+            kind="threshold" if tiny_params.task == "text" else "confidence", thresholds=(0.5,)
+        ),
     )
     outcome = jobs.train_best(best, dataset, splits)
     assert outcome.promoted and outcome.decision is not None
@@ -180,3 +184,119 @@ def test_tagifai_serve_checks_the_host_and_bounds_requests(workdir, tiny_params,
         assert status == 400 and len(answer) < 2_000, (status, answer[:300])
         assert "stack_trace" not in json.loads(answer)
         assert _post(url, good)[0] == 200  # still serving after all of that
+
+
+# Every JSON payload form of MLflow's scoring server, one image named by its path.
+PATH_PAYLOADS: dict[str, Callable[[str], Any]] = {
+    "dataframe_split": lambda path: {"dataframe_split": {"columns": ["path"], "data": [[path]]}},
+    "dataframe_records": lambda path: {"dataframe_records": [{"path": path}]},
+    "instances": lambda path: {"instances": [{"path": path}]},
+    "inputs": lambda path: {"inputs": {"path": [path]}},
+}
+
+
+def test_a_served_model_reads_no_file_of_the_server(workdir):
+    """`tagifai serve` of an image model: a payload naming a file on the server (one that
+    exists and is an image, one that is not an image, one that does not exist) gets the
+    same 400 in every payload form (JSON and CSV), so no file is read and none is told to
+    exist; an image sent in the request is answered."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tagifai.workloads.images.params import ImagesParams
+
+    params = ImagesParams.model_validate(
+        {"data": {"image_size": 8}, "model": {"architecture": "mlp", "hidden_units": 16,
+         "num_layers": 1, "num_epochs": 1, "patience": 1}}
+    )  # fmt: skip
+    _train_champion(params, (None, None))
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(buffer, format="PNG")
+    png = workdir / "digit.png"
+    png.write_bytes(buffer.getvalue())
+    files = [str(png), "/etc/passwd", str(workdir / "missing.png")]
+    with tagifai_server("models:/tagifai-images@champion", workdir) as url:
+        sent = base64.b64encode(png.read_bytes()).decode()
+        status, body = post_json(url, {"dataframe_split": {"columns": ["image"], "data": [[sent]]}})
+        assert status == 200 and body["predictions"][0]["probabilities"], body
+        answers = set()
+        for form, payload in PATH_PAYLOADS.items():
+            for path in files:
+                status, body = post_json(url, payload(path))
+                assert status == 400, (form, path, body)
+                answers.add(body["message"])
+        for path in files:
+            status, text = _post(url, f"path\n{path}\n".encode(), **{"Content-Type": "text/csv"})
+            assert status == 400, (path, text)
+            answers.add(json.loads(text)["message"])
+    # One answer for all: it says nothing of the files, and never was a prediction.
+    assert len(answers) == 1, answers
+    (answer,) = answers
+    assert "'path' column is not read" in answer and "send 'image'" in answer
+    assert not any(word in answer for word in ("no such", "readable", "passwd", "png"))
+    # Plain `mlflow models serve` loads the same pyfunc: refused too (its answer quotes
+    # the input frame, so only the reason is compared).
+    with model_server("models:/tagifai-images@champion", workdir) as url:
+        for path in files:
+            status, body = post_json(url, PATH_PAYLOADS["dataframe_split"](path))
+            assert status == 400 and answer in body["message"], (path, body)
+            assert "no such" not in body["message"] and "readable" not in body["message"]
+
+
+def _slow_client(port: int, head_only: bool) -> socket.socket:
+    """A connection that sends a request's headers and half its body (or half its headers)
+    and then nothing more."""
+    body = json.dumps({"inputs": {"text": ["YOLO finds cars"]}}).encode()
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=120)  # a safety net
+    sock.sendall(head[:30] if head_only else head + body[:10])
+    return sock
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    """All the server sends until it closes the connection."""
+    answer = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_tagifai_serve_bounds_slow_clients(workdir, tiny_params, sample_paths):
+    """Clients that never finish their body or their headers are answered 408 (body) or
+    closed (headers) after --read-timeout; past --max-connections a request gets a 503;
+    a normal client is served beside the slow ones and after them."""
+    _train_champion(tiny_params, sample_paths)
+    good = json.dumps({"inputs": {"text": ["YOLO finds cars"]}}).encode()
+    # The timeout outlasts the steps before the slow clients are read, on a busy machine too.
+    options = ("--read-timeout", "15", "--max-connections", "4")
+    with tagifai_server("models:/tagifai@champion", workdir, *options) as url:
+        port = urllib.parse.urlsplit(url).port or 0
+        slow = [_slow_client(port, head_only=head_only) for head_only in (False, False, True)]
+        assert _post(url, good)[0] == 200  # three slow ones and this: under the cap
+        # A fourth connection that never sends its headers (it makes no request that
+        # could be refused): the next connection is over the cap, once the server has
+        # taken the fourth (until then, answered).
+        slow.append(_slow_client(port, head_only=True))
+        deadline = time.monotonic() + 120
+        while (status := _post(url, good))[0] != 503:
+            assert status[0] == 200 and time.monotonic() < deadline, status
+        assert "Service Unavailable" in status[1]
+        answers = [_read_to_end(sock) for sock in slow]  # each ends: the server closed it
+        assert answers[2:] == [b"", b""]  # headers never whole: closed without an answer
+        for answer in answers[:2]:
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+            message = json.loads(answer.split(b"\r\n\r\n", 1)[1])["message"]
+            assert message == "request body: not received whole within 15 seconds"
+        status, answer = _post(url, good)
+        assert status == 200, answer
+        # The access log quotes the path: an escape code in it never reaches the terminal.
+        assert _post(url.replace("/invocations", "/%1b[31mred"), good)[0] == 404
+        log = (workdir / "tagifai-serve.log").read_text()
+        assert "[31mred" in log and "\x1b" not in log, log[-2000:]

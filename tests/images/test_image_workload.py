@@ -193,8 +193,9 @@ def test_train_best_predict_pyfunc_and_abstain(tmp_path, champion):
     assert by_base64["class"][0] == label
     path = tmp_path / "digit.png"
     path.write_bytes(png)
-    by_path = model.predict(pd.DataFrame({"path": [str(path)]}), params=keep_all)
-    assert by_path["class"][0] == label
+    # A pyfunc model is what servers load: it reads no file its payload names.
+    with pytest.raises(mlflow.exceptions.MlflowException, match="'path' column is not read"):
+        model.predict(pd.DataFrame({"path": [str(path)]}), params=keep_all)
     by_array = model.predict(pd.DataFrame({"image": [image, image]}), params=keep_all)
     assert list(by_array["class"]) == [label, label]
 
@@ -266,7 +267,7 @@ def test_bad_image_inputs_are_refused(champion, tmp_path):
         model.predict(pd.DataFrame({"text": ["a"]}))
     with pytest.raises(mlflow.exceptions.MlflowException, match="base64"):
         model.predict(pd.DataFrame({"image": ["***not base64***"]}))
-    with pytest.raises(mlflow.exceptions.MlflowException, match="no such image file"):
+    with pytest.raises(mlflow.exceptions.MlflowException, match="'path' column is not read"):
         model.predict(pd.DataFrame({"path": [str(tmp_path / "missing.png")]}))
     with pytest.raises(mlflow.exceptions.MlflowException, match="grey uint8"):
         model.predict(pd.DataFrame({"image": [np.zeros((8, 8, 3), dtype=np.uint8)]}))
@@ -323,7 +324,9 @@ def test_predict_path_imports_neither_optuna_nor_sklearn(tmp_path, champion):
         "import pandas as pd\n"
         "tracking.configure(read_only=True)\n"
         f"p = load_predictor({champion!r})\n"
-        f"r = p.predict(pd.DataFrame({{'path': [{str(path)!r}]}}), threshold=0.0)\n"
+        "from tagifai.workloads.base import InputPolicy\n"
+        f"r = p.predict(pd.DataFrame({{'path': [{str(path)!r}]}}), threshold=0.0,\n"
+        "    policy=InputPolicy(read_files=True))\n"
         "print(json.dumps({'class': r[0]['class'], 'mods': sorted(m for m in sys.modules\n"
         "    if m.split('.')[0] in ('optuna', 'sklearn', 'optuna_integration'))}))\n"
     )

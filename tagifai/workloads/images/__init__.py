@@ -10,7 +10,6 @@ neither optuna nor scikit-learn.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,13 +21,17 @@ from torch import nn
 
 from tagifai.config import CONFIG_DIR
 from tagifai.errors import TagifaiError
-from tagifai.workloads.base import DecisionRule, Encoder, TrainResult
+from tagifai.workloads.base import (
+    SERVED_INPUTS,
+    DecisionRule,
+    Encoder,
+    InputPolicy,
+    TrainResult,
+)
 from tagifai.workloads.images import data, models, payload
 from tagifai.workloads.images.params import ImagesParams
 
 __all__ = ["WORKLOAD", "ImagesWorkload"]
-
-SERVED_MODEL_ENV = "__pyfunc_model_path__"  # set by `mlflow models serve` for its server
 
 
 class ImagesWorkload:
@@ -84,13 +87,15 @@ class ImagesWorkload:
         """Softmax over the classes."""
         return models.probabilities(logits)
 
-    def inputs_from_raw(self, raw: pd.DataFrame, predictor: Any) -> list[Any]:
-        """Grey images at the model's size from an ``image`` or ``path`` payload."""
+    def inputs_from_raw(
+        self, raw: pd.DataFrame, predictor: Any, policy: InputPolicy = SERVED_INPUTS
+    ) -> list[Any]:
+        """Grey images at the model's size from an ``image`` payload, or a ``path`` one
+        where ``policy`` lets the payload name files."""
         encoder = predictor.encoder
-        # Inside `mlflow models serve` (whose scoring server gets the model's path in this
-        # variable), requests may not name files on the serving machine.
-        served = bool(os.environ.get(SERVED_MODEL_ENV))
-        return payload.images_from_frame(raw, (encoder.height, encoder.width), not served)
+        return payload.images_from_frame(
+            raw, (encoder.height, encoder.width), allow_paths=policy.read_files
+        )
 
     def decide(
         self, probs: np.ndarray, classes: list[str], rule: DecisionRule, threshold: float | None

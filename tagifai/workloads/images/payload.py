@@ -4,7 +4,8 @@ Accepted, one image per row:
 
 - an ``image`` column of PNG/JPEG/BMP/GIF bytes, or of the same bytes base64-encoded
   (what a JSON request to ``mlflow models serve`` carries), or of uint8 arrays;
-- a ``path`` column of image files (read on the machine that predicts).
+- a ``path`` column of image files, read only where the caller's input policy allows
+  it (``tagifai predict``; never a served model).
 
 Each image is decoded to grey and resized to the model's input size. Every limit is
 checked before decoding (:mod:`tagifai.workloads.images.data`).
@@ -24,10 +25,19 @@ from PIL import Image
 from tagifai.errors import TagifaiError
 from tagifai.workloads.images import data
 
-__all__ = ["MAX_PREDICT_IMAGES", "images_from_frame", "read_image_file", "read_path_list"]
+__all__ = [
+    "MAX_PREDICT_IMAGES",
+    "PATHS_REFUSED",
+    "images_from_frame",
+    "read_image_file",
+    "read_path_list",
+]
 
 MAX_PREDICT_IMAGES = 10_000  # images in one request or file
 MAX_LIST_BYTES = 10 * 1024 * 1024  # a --file list of image paths
+PATHS_REFUSED = (
+    "input: a 'path' column is not read here (a served model reads no files); send 'image'"
+)
 
 
 def read_image_file(path: Path | str, where: str) -> bytes:
@@ -93,16 +103,22 @@ def _decode_value(value: Any, size: tuple[int, int], where: str) -> np.ndarray:
 
 
 def images_from_frame(
-    raw: pd.DataFrame, size: tuple[int, int], allow_paths: bool = True
+    raw: pd.DataFrame, size: tuple[int, int], allow_paths: bool = False
 ) -> list[np.ndarray]:
     """Grey uint8 images at ``size`` (height, width) from a payload frame.
 
-    ``allow_paths=False`` refuses a ``path`` column: a served model must not read files
-    of the machine it runs on for whoever sends a request.
+    A ``path`` column is read only with ``allow_paths`` (the CLI's own user names
+    files); otherwise it is refused before any file is looked at, with the same answer
+    whatever it names: a served model reads no file of its machine for whoever sends a
+    request, nor tells which exist.
 
     Raises:
         TagifaiError: Naming the row and what is wrong with it.
     """
+    if "path" in raw.columns and not allow_paths:
+        if raw["path"].notna().any():
+            raise TagifaiError(PATHS_REFUSED)
+        raw = raw.drop(columns="path")  # an empty optional column: nothing to read
     if "image" not in raw.columns and "path" not in raw.columns:
         raise TagifaiError(
             f"input: expected an 'image' column (bytes, base64 or arrays) or a 'path' column, "
@@ -114,8 +130,6 @@ def images_from_frame(
         raise TagifaiError(f"input: {len(raw)} images; at most {MAX_PREDICT_IMAGES} at once")
     images = []
     column = "image" if "image" in raw.columns else "path"
-    if column == "path" and not allow_paths:
-        raise TagifaiError("input: 'path' inputs are not read by a served model; send 'image'")
     for row, value in enumerate(raw[column], start=1):
         where = f"input: row {row}"
         if column == "path":

@@ -21,7 +21,13 @@ from torch import nn
 
 from tagifai.config import CONFIG_DIR, SAMPLE_DATA_DIR
 from tagifai.errors import TagifaiError
-from tagifai.workloads.base import DecisionRule, Encoder, TrainResult
+from tagifai.workloads.base import (
+    SERVED_INPUTS,
+    DecisionRule,
+    Encoder,
+    InputPolicy,
+    TrainResult,
+)
 from tagifai.workloads.text import data, encoders, models
 from tagifai.workloads.text.params import TextParams
 
@@ -91,8 +97,11 @@ class TextWorkload:
         """One independent probability per tag."""
         return torch.sigmoid(logits)
 
-    def inputs_from_raw(self, raw: pd.DataFrame, predictor: Any) -> list[Any]:
-        """Cleaned texts of a ``text`` or ``title``/``description`` payload."""
+    def inputs_from_raw(
+        self, raw: pd.DataFrame, predictor: Any, policy: InputPolicy = SERVED_INPUTS
+    ) -> list[Any]:
+        """Cleaned texts of a ``text`` or ``title``/``description`` payload (no payload
+        names a file, whatever ``policy`` allows)."""
         return encoders.clean_payload(raw, predictor.params.data)
 
     def decide(
