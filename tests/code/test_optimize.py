@@ -14,6 +14,8 @@ import mlflow
 import optuna
 import pytest
 from helpers import TINY, copy_project, subprocess_env
+from mlflow.entities import RunStatus
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -107,6 +109,15 @@ def test_study_is_one_parent_with_truthful_children(
         return real_train(params, *args, **kwargs)
 
     monkeypatch.setattr(TEXT, "train", flaky_train)
+    # Every status write reaches the store through update_run_info: record them.
+    writes: list[tuple[str, str]] = []
+    real_update = SqlAlchemyStore.update_run_info
+
+    def recording_update(self, run_id, run_status, end_time, run_name):
+        writes.append((run_id, RunStatus.to_string(run_status)))
+        return real_update(self, run_id, run_status, end_time, run_name)
+
+    monkeypatch.setattr(SqlAlchemyStore, "update_run_info", recording_update)
     tracking.configure()
     dataset, splits = jobs.load_data(base, *sample_paths)
     best_file = workdir / "config" / "best_params.json"
@@ -130,6 +141,8 @@ def test_study_is_one_parent_with_truthful_children(
     for trial in trials:
         run = by_id[trial.system_attrs["mlflow_run_id"]]
         assert run.info.status == STATUS[trial.state.name], trial.number
+        # One owner, one status write: the trial's final state, once.
+        assert [w for r, w in writes if r == run.info.run_id] == [STATUS[trial.state.name]]
         assert run.data.tags["state"] == trial.state.name
         assert run.data.tags["mlflow.runName"] == f"trial-{trial.number}"
         # MLflowCallback's tags name each knob's distribution (and only the trial's knobs).
