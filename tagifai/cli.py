@@ -23,11 +23,9 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -531,6 +529,7 @@ def optimize_command(
 
     from tagifai import jobs, study, tracking
     from tagifai import workers as local
+    from tagifai.progress import EPOCH_LINES_AFTER_SECONDS, StudyProgress
     from tagifai.search import load_optimize_config
     from tagifai.training import THREADS_ENV
 
@@ -568,7 +567,14 @@ def optimize_command(
     ]
     with (
         local.local_workers(workers, helper_command, study_config.seed),
-        _StudyProgress(study_config.study_name, study_config.metric) as progress,
+        StudyProgress(
+            err_console,
+            study_config.study_name,
+            study_config.metric,
+            study_config.n_trials,
+            quiet=local.is_helper(),  # the process that started the helpers reports
+            epoch_lines_after=float(os.environ.get(EPOCH_LINES_ENV, EPOCH_LINES_AFTER_SECONDS)),
+        ) as progress,
         _epoch_lines(verbose),
     ):
         result = study.run_study(
@@ -579,6 +585,7 @@ def optimize_command(
             storage=storage,
             best_params_file=workload.best_params_file,
             on_trial=progress.on_trial,
+            on_epoch=progress.on_epoch,
         )
     if local.is_helper():
         return  # the process that started this helper reports
@@ -610,7 +617,7 @@ def _print_study_summary(result: Any, n_trials: int, workload: Any) -> None:
     )
     _print(
         f"next: make train-best TASK={workload.name} STUDY={name}  |  make ui (MLflow)  |  "
-        f"make dashboard (Optuna)  |  tagifai report --study {name} --output {name}.html"
+        f"make dashboard (Optuna)  |  make report STUDY={name}"
     )
 
 
@@ -635,55 +642,6 @@ def _epoch_lines(verbose: bool) -> Iterator[None]:
 
 def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-class _StudyProgress:
-    """A study's progress: on a terminal one live line (trials n/N, the last trial, the
-    best so far, elapsed, ETA); elsewhere (CI, a pipe, nohup) one plain line per trial."""
-
-    def __init__(self, name: str, metric: str) -> None:
-        from tagifai.workers import is_helper
-
-        self.name = name
-        self.metric = metric
-        self.quiet = is_helper()  # the process that started the helpers reports
-        self.live = err_console.is_terminal and not self.quiet
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-            disable=not self.live,
-        )
-        self.task_id = self.progress.add_task(f"study {name}", total=None)
-
-    def __enter__(self) -> _StudyProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.progress.__exit__(*exc_info)
-
-    def on_trial(self, now: Any) -> None:
-        """Show a finished trial and where the study stands."""
-        trial = now.trial
-        value = "" if trial.value is None else f" {self.metric}={trial.value:.4f}"
-        best = (
-            ""
-            if now.best_value is None
-            else f"; best {now.best_value:.4f} (trial {now.best_number})"
-        )
-        last = f"trial {trial.number} {trial.state.name.lower()}{value}{best}"
-        if self.live:
-            self.progress.update(
-                self.task_id, completed=now.done, total=now.total, description=last
-            )
-        elif not self.quiet:
-            err_console.print(f"[{now.done}/{now.total}] {last}", highlight=False)
 
 
 @command("summarize")
@@ -853,6 +811,10 @@ def _check_name(option: str, value: str) -> None:
         check_name(value)
     except ValueError as exc:
         raise TagifaiError(f"{option}: {exc}") from None
+
+
+# Off a terminal, a trial's epochs are shown once it has run this long (tests set 0).
+EPOCH_LINES_ENV = "TAGIFAI_EPOCH_LINES_AFTER"
 
 
 def _terminate(signum: int, frame: Any) -> None:

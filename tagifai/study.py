@@ -33,6 +33,7 @@ from tagifai.config import EXPERIMENTS_DIR
 from tagifai.errors import TagifaiError
 from tagifai.faults import failpoint
 from tagifai.predict import Predictor
+from tagifai.progress import EpochProgress
 from tagifai.search import (
     OptimizeConfig,
     create_pruner,
@@ -71,7 +72,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_STORAGE = f"sqlite:///{EXPERIMENTS_DIR}/optuna.db"  # separate from MLflow's database
 SUMMARY_ATTR = "summary_trials"  # done trials the last written summary covered
 Runs = StudyRuns | NullStudyRuns
-EpochCallback = Callable[[int, int, dict[str, float]], None]  # (trial, epoch, metrics)
+EpochCallback = Callable[[EpochProgress], None]
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ class _EpochCallbacks:
         checkpoint: TrialCheckpoint,
         restored: dict[str, Any] | None,
         on_epoch: EpochCallback | None,
+        where: tuple[int, int],
     ) -> None:
         self.trial = trial
         self.metric = metric
@@ -258,6 +260,8 @@ class _EpochCallbacks:
         self.checkpoint = checkpoint
         self.restored = restored
         self.on_epoch = on_epoch
+        self.where = where  # (done trials when this one started, the study's n_trials)
+        self.epochs = 0  # at most, once the trial's params are known
         self.epoch = 0 if restored is None else int(restored["epoch"])  # the last finished
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -268,7 +272,10 @@ class _EpochCallbacks:
         logger.info("trial %d epoch %d: %s", self.trial.number, epoch, shown)  # --verbose
         self.run.epochs.on_epoch_end(epoch, metrics)
         if self.on_epoch is not None:
-            self.on_epoch(self.trial.number, epoch, metrics)
+            done, total = self.where
+            self.on_epoch(
+                EpochProgress(self.trial.number, epoch, self.epochs, metrics, done, total)
+            )
         self.trial.report(metrics[self.metric], step=epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
@@ -338,10 +345,14 @@ def run_trial(
     error: Exception | None = None
     try:
         state, resumed = _resume_point(study, trial, checkpoint)
+        done = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
         with coordination.heartbeat(trial), job.runs.trial(trial, resumed) as run:
-            callbacks = _EpochCallbacks(trial, config.metric, run, checkpoint, state, job.on_epoch)
+            callbacks = _EpochCallbacks(
+                trial, config.metric, run, checkpoint, state, job.on_epoch, (done, config.n_trials)
+            )
             try:
                 params = suggest_params(trial, config, job.base)
+                callbacks.epochs = params.model.num_epochs
                 run.log_params(params.run_params())
                 result = job.workload.train(params, job.dataset, job.splits, callbacks)
                 _record_result(trial, result, resumed)

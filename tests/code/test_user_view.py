@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import io
 import json
+import os
+import pty
 import re
+import struct
+import subprocess
+import termios
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
-from helpers import TINY_STUDY_YAML
+from helpers import REPO, TINY, TINY_STUDY_YAML, subprocess_env
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
 from tagifai import study
-from tagifai.cli import app
+from tagifai.cli import EPOCH_LINES_ENV, app
 from tagifai.errors import TagifaiError
 from tagifai.plots import PLOTS
 from tagifai.search import initial_trials, load_optimize_config
@@ -224,27 +230,83 @@ def test_train_best_trains_the_study_it_is_asked_for(workdir, tiny_params_file):
 
 
 @pytest.mark.training
-def test_progress_is_one_line_per_trial_and_epochs_only_when_verbose(
-    workdir, tiny_params_file, experiment_name
+def test_progress_off_a_terminal_is_plain_lines_per_trial_and_long_trials_epochs(
+    workdir, tiny_params_file, experiment_name, monkeypatch
 ):
     config = _config(workdir / "study.yaml", tiny_params_file, experiment_name, n_trials=2)
     quiet = CliRunner().invoke(app, ["optimize", "--config", str(config)])
     assert quiet.exit_code == 0, quiet.output
-    # Not a terminal here: one plain line per finished trial, the best so far in it.
-    trial_lines = [line for line in quiet.stderr.splitlines() if line.startswith("[")]
-    assert [line.split()[0:3] for line in trial_lines] == [
+    # Not a terminal here: a line as each trial starts (its first epoch) and one as it
+    # ends with the best so far; these trials are short, so no other epoch is shown.
+    lines = [line for line in quiet.stderr.splitlines() if line.startswith("[")]
+    assert [line.split()[0:5] for line in lines if " epoch " in line] == [
+        ["[0/2]", "trial", "0", "epoch", f"1/{TINY['model']['num_epochs']}"],
+        ["[1/2]", "trial", "1", "epoch", f"1/{TINY['model']['num_epochs']}"],
+    ]
+    ends = [line for line in lines if " epoch " not in line]
+    assert [line.split()[0:3] for line in ends] == [
         ["[1/2]", "trial", "0"],
         ["[2/2]", "trial", "1"],
     ]
-    assert all("best" in line for line in trial_lines)
-    assert " epoch " not in quiet.stderr
+    assert all("best" in line for line in ends)
     # The end: best value and params, where they are, what to run next.
     assert "best val_f1 = " in quiet.stdout and "decision rule: threshold" in quiet.stdout
     assert "make train-best TASK=text STUDY=" + experiment_name in quiet.stdout
 
+    # A trial that has run long enough (0 s here) shows every epoch; --verbose adds the
+    # full metrics of every epoch of every trial.
+    monkeypatch.setenv(EPOCH_LINES_ENV, "0")
     more = ["optimize", "--config", str(config), "--n-trials", "3", "--verbose"]
     verbose = CliRunner().invoke(app, more)
     assert verbose.exit_code == 0, verbose.output
     trial = optuna.load_study(study_name=experiment_name, storage=study.DEFAULT_STORAGE).trials[2]
+    plain = [
+        line for line in verbose.stderr.splitlines() if line.startswith("[2/3] trial 2 epoch ")
+    ]
+    assert [line.split()[4].split("/")[0] for line in plain] == [
+        str(epoch) for epoch in range(1, trial.user_attrs["epochs"] + 1)
+    ]
+    assert all("val_f1=" in line for line in plain)
     epochs = [line for line in verbose.stderr.splitlines() if line.startswith("trial 2 epoch ")]
     assert len(epochs) == trial.user_attrs["epochs"] and "val_f1=" in epochs[0]
+
+
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@pytest.mark.training
+def test_live_progress_fits_an_80_column_terminal_and_shows_epochs(tmp_path, tiny_params_file):
+    """In a real pseudo-terminal 80 columns wide: the live line is never wider, shows the
+    running trial's epoch k/E, and the study still ends with its summary."""
+    params = json.loads(tiny_params_file.read_text())
+    params["model"].update(num_epochs=60, patience=60)  # seconds of epochs to watch
+    slow = tmp_path / "params.json"
+    slow.write_text(json.dumps(params))
+    config = _config(tmp_path / "study.yaml", slow, "live", n_trials=2)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {k: v for k, v in subprocess_env().items() if k not in ("COLUMNS", "LINES")}
+    env.update(TERM="xterm-256color", MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    proc = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "tagifai"), "optimize", "--config", str(config)],
+        stdin=follower, stdout=follower, stderr=follower, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    os.close(follower)
+    output = b""
+    while True:  # until the child closes the terminal (EIO on Linux)
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert proc.wait(timeout=600) == 0, output.decode(errors="replace")[-3000:]
+    screen = ESCAPES.sub("", output.decode(errors="replace"))
+    live = [part for part in re.split(r"[\r\n]", screen) if "/2 trials" in part]
+    assert live, screen[-3000:]
+    assert max(len(part) for part in live) <= 80, max(live, key=len)
+    assert any(re.search(r"trial \d epoch \d+/60 val_f1=0\.\d{4}", part) for part in live)
+    assert any("ETA" in part for part in live)
+    assert "best val_f1 = " in screen  # the summary after the live line
