@@ -189,12 +189,11 @@ def heartbeat(trial: optuna.Trial) -> Iterator[None]:
         yield
         return
     stop = threading.Event()
+    storage.record_heartbeat(trial._trial_id)  # now, or a failure here leaves no orphan
 
     def beat() -> None:
-        while True:
+        while not stop.wait(interval):
             storage.record_heartbeat(trial._trial_id)
-            if stop.wait(interval):
-                return
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
     thread.start()

@@ -339,43 +339,45 @@ def run_trial(
         The told trial, and the error that failed it (``None`` otherwise).
     """
     config = job.config
-    trial.set_user_attr("worker", coordination.worker_id())
-    trial.set_user_attr("sampler_seed", config.seed)
-    checkpoint = TrialCheckpoint.of(trial, job.checkpoints)
     error: Exception | None = None
-    try:
-        state, resumed = _resume_point(study, trial, checkpoint)
-        done = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
-        with coordination.heartbeat(trial), job.runs.trial(trial, resumed) as run:
-            callbacks = _EpochCallbacks(
-                trial, config.metric, run, checkpoint, state, job.on_epoch, (done, config.n_trials)
-            )
-            try:
-                params = suggest_params(trial, config, job.base)
-                callbacks.epochs = params.model.num_epochs
-                run.log_params(params.run_params())
-                result = job.workload.train(params, job.dataset, job.splits, callbacks)
-                _record_result(trial, result, resumed)
-                classes = job.dataset.classes
-                predictor = Predictor(
-                    params, classes, result.encoder, result.model, result.decision
+    with coordination.heartbeat(trial):  # first: a trial never runs without heartbeats
+        try:
+            trial.set_user_attr("worker", coordination.worker_id())
+            trial.set_user_attr("sampler_seed", config.seed)
+            checkpoint = TrialCheckpoint.of(trial, job.checkpoints)
+            state, resumed = _resume_point(study, trial, checkpoint)
+            done = len(study.get_trials(deepcopy=False, states=coordination.DONE_STATES))
+            with job.runs.trial(trial, resumed) as run:
+                where = (done, config.n_trials)
+                callbacks = _EpochCallbacks(
+                    trial, config.metric, run, checkpoint, state, job.on_epoch, where
                 )
-                run.log_model(predictor, result.val_metrics)
-                frozen = study.tell(trial, float(result.val_metrics[config.metric]))
-            except optuna.TrialPruned:
-                trial.set_user_attr("epochs", callbacks.epoch)
-                frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            except KeyboardInterrupt:
-                run.interrupted(callbacks.epoch, coordination.requeue(study, trial))
-                raise
-            except Exception as exc:
-                error = exc
-                trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc)[:500]}")
-                frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            run.finish(study, frozen)
-    except KeyboardInterrupt:
-        coordination.requeue(study, trial)  # interrupted before its run opened: no-op after
-        raise
+                try:
+                    params = suggest_params(trial, config, job.base)
+                    callbacks.epochs = params.model.num_epochs
+                    run.log_params(params.run_params())
+                    result = job.workload.train(params, job.dataset, job.splits, callbacks)
+                    _record_result(trial, result, resumed)
+                    classes = job.dataset.classes
+                    predictor = Predictor(
+                        params, classes, result.encoder, result.model, result.decision
+                    )
+                    run.log_model(predictor, result.val_metrics)
+                    frozen = study.tell(trial, float(result.val_metrics[config.metric]))
+                except optuna.TrialPruned:
+                    trial.set_user_attr("epochs", callbacks.epoch)
+                    frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                except KeyboardInterrupt:
+                    run.interrupted(callbacks.epoch, coordination.requeue(study, trial))
+                    raise
+                except Exception as exc:
+                    error = exc
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc)[:500]}")
+                    frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                run.finish(study, frozen)
+        except KeyboardInterrupt:
+            coordination.requeue(study, trial)  # interrupted before its run opened: no-op after
+            raise
     checkpoint.remove()  # the trial ended here; a killed process leaves its file to a retry
     return frozen, error
 

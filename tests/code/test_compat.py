@@ -63,7 +63,7 @@ def test_a_sampled_value_that_validation_retypes_is_logged_once(workdir, sample_
         client.get_run(t.system_attrs["mlflow_run_id"]).data.params["weight_decay"]
         for t in result.study.trials
     )
-    assert logged == ["0", "1e-05"]  # as Optuna sampled them, once each
+    assert logged == ["0.0", "1e-05"]  # as the model used them (validated), once each
 
 
 def test_a_study_deleted_and_made_again_gets_its_own_parent(workdir, sample_paths):

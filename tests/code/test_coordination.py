@@ -97,7 +97,8 @@ def test_workers_never_run_more_than_n_trials(tmp_path):
     assert len(done) == 5
     surplus = [t for t in study.trials if t.user_attrs.get("surplus")]
     # Every started trial is done or refused as surplus; none runs past the total.
-    assert len(study.trials) == len(done) + len(surplus) == sum(ran)
+    assert len(study.trials) == len(done) + len(surplus)
+    assert sum(ran) == len(done)  # each done trial was run by exactly one worker
     assert all(t.state == optuna.trial.TrialState.FAIL for t in surplus)
 
 
