@@ -170,18 +170,20 @@ def test_early_stopping_keeps_best_validation_weights(tiny_params, sample_paths)
     assert result.val_metrics["val_f1"] == pytest.approx(result.history[best]["val_f1"])
 
 
-def test_cli_train_prints_run_id_and_metrics(workdir, tiny_params_file):
+def test_cli_train_prints_run_id_and_metrics(workdir, tiny_params_file, monkeypatch):
+    elsewhere = f"sqlite:///{workdir / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
     result = CliRunner().invoke(app, ["train", "--params", str(tiny_params_file)])
     assert result.exit_code == 0, result.output
     run_id = result.output.split("run_id:")[1].split()[0]
-    run = MlflowClient().get_run(run_id)
+    run = MlflowClient(elsewhere).get_run(run_id)
     assert run.info.status == "FINISHED"
     assert "f1" in result.output
     # the task's default experiment
-    experiment = MlflowClient().get_experiment(run.info.experiment_id)
+    experiment = MlflowClient(elsewhere).get_experiment(run.info.experiment_id)
     assert experiment.name == "tagifai-train"
-    # the default local store would be under experiments/ - MLFLOW_TRACKING_URI won
-    assert not (workdir / "experiments" / "mlflow.db").exists()
+    # the default store would be ./mlflow.db: MLFLOW_TRACKING_URI won
+    assert (workdir / "elsewhere.db").is_file() and not (workdir / "mlflow.db").exists()
 
 
 def test_linear_with_nb_scale_saves_a_plain_model_that_predicts_the_same(

@@ -285,7 +285,7 @@ def test_cli_refuses_bad_image_data_and_options(workdir):
     assert result.exit_code == 2 and "takes no taxonomy" in result.output
     result = runner.invoke(app, ["optimize", "--task", "sound"])
     assert result.exit_code == 2 and "unknown task 'sound'" in result.output
-    assert not Path("experiments/mlflow.db").exists()  # refused before any store was made
+    assert not Path("mlflow.db").exists()  # refused before any store was made
 
 
 def test_confidence_threshold_is_tuned_for_the_target():
