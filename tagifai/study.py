@@ -204,14 +204,12 @@ def storage_url(config: OptimizeConfig, storage: str | None = None) -> str:
 def open_study(
     config: OptimizeConfig,
     storage: str | optuna.storages.BaseStorage | None = None,
-    seed: int | None = None,
 ) -> optuna.Study:
     """Create the study, or load it if it exists in the storage (resume / join).
 
     Args:
         config: Study settings.
         storage: Optuna storage (URL or object); default sqlite under ``experiments/``.
-        seed: The sampler's seed (default: the config's).
 
     Returns:
         The study with the configured sampler and pruner.
@@ -222,9 +220,7 @@ def open_study(
         study_name=config.study_name,
         storage=storage,
         direction=config.direction,
-        sampler=create_sampler(
-            config if seed is None else config.model_copy(update={"seed": seed})
-        ),
+        sampler=create_sampler(config),
         pruner=create_pruner(config.pruner),
         load_if_exists=True,
     )
