@@ -13,7 +13,7 @@ adds the little the pipeline needs on top of it:
   study is told FAIL (``surplus``) before any work; an idle worker waits for the others'
   trials, which may die and need a retry;
 - :func:`heartbeat`: a running trial's heartbeats, so a dead worker's trial is failed
-  and queued again (:func:`make_storage`'s retry) by the next worker that looks;
+  and queued again (the retry of :func:`tagifai.study.make_storage`) by the next worker that looks;
 - :func:`requeue`: an interrupted trial is failed and queued again at once, to go on
   from its checkpoint;
 - :class:`Failures`: when a worker stops: at once on a config/data error or a full
