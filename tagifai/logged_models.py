@@ -4,15 +4,18 @@ A logged model holds the predictor's plain files (weights as a ``state_dict``,
 encoder and params as JSON) and the ``tagifai`` package as code, loaded through
 MLflow's "models from code" (``pyfunc_model.py``): no pickle, anywhere. The sha256
 of every code and data file is recorded in ``MLmodel``'s metadata when the model is
-logged. Loading reads the ``MLmodel`` metadata first and refuses, with one line, a
-model tagifai did not write, or one with a file changed, added or removed since it
-was logged, before MLflow runs any of its code (MLflow's own loader runs the same
-check from ``pyfunc_model.py`` before it imports the rest of the model).
+logged, and the sha256 of ``MLmodel`` and MLflow's other files in the tracking store
+(a tag of the logged model: :data:`~tagifai.pyfunc_model.RECORD_TAG`). Loading reads
+the ``MLmodel`` metadata first and refuses, with one line, a model tagifai did not
+write, or one with a file changed, added or removed since it was logged, before
+MLflow runs any of its code (MLflow's own loader runs the same check from
+``pyfunc_model.py`` before it imports the rest of the model).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import sys
@@ -28,9 +31,10 @@ from mlflow.models import Model
 from mlflow.models.model import ModelInfo
 
 import tagifai
+from tagifai import pyfunc_model
 from tagifai.errors import TagifaiError, missing_package
 from tagifai.predict import MODEL_FORMAT, Predictor
-from tagifai.pyfunc_model import FILES_KEY, changed_file, file_digest
+from tagifai.pyfunc_model import FILES_KEY, MLFLOW_FILES, RECORD_TAG, file_digest
 from tagifai.registry import check_complete
 
 __all__ = [
@@ -84,7 +88,12 @@ def log_predictor(
     """
     signature, example = predictor.workload.signature(predictor.decision.summary)
     requirements = [*PIP_REQUIREMENTS, *predictor.workload.pip_requirements(predictor.params)]
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _no_bytecode():
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        warnings.catch_warnings(),
+        _no_bytecode(),
+        _logging(),
+    ):
         warnings.filterwarnings("ignore", message=".*An input example was not provided")
         folder = predictor.save(Path(tmp) / "predictor")
         code = Path(tmp) / "code" / PACKAGE_DIR.name
@@ -113,7 +122,27 @@ def log_predictor(
                 FILES_KEY: files,
             },
         )
+        _record_mlflow_files(info, Path(tmp) / "mlflow_files")
     return info
+
+
+def _record_mlflow_files(info: ModelInfo, folder: Path) -> None:
+    """Keep the digests of the files MLflow wrote (``MLmodel``, which holds every other
+    file's) in the tracking store, as read back from the artifact store."""
+    names = [
+        Path(entry.path).name
+        for entry in mlflow.artifacts.list_artifacts(artifact_uri=info.model_uri)
+        if not entry.is_dir and Path(entry.path).name in MLFLOW_FILES
+    ]
+    for name in names:
+        # By location: MLflow reads ``models:/m-.../MLmodel`` as a registered model's name.
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{info.artifact_path}/{name}", dst_path=str(folder)
+        )
+    digests = pyfunc_model.mlflow_file_digests(folder)
+    mlflow.MlflowClient().set_logged_model_tags(
+        info.model_id, {RECORD_TAG: json.dumps(digests, sort_keys=True)}
+    )
 
 
 def _digests(folder: Path, prefix: str) -> dict[str, str]:
@@ -123,6 +152,18 @@ def _digests(folder: Path, prefix: str) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
+
+
+@contextlib.contextmanager
+def _logging() -> Iterator[None]:
+    """MLflow loads the model while logging it, before its record is in the tracking
+    store: the model's check of that record waits for the next load."""
+    before = pyfunc_model.LOGGING
+    pyfunc_model.LOGGING = True
+    try:
+        yield
+    finally:
+        pyfunc_model.LOGGING = before
 
 
 @contextlib.contextmanager
@@ -174,7 +215,7 @@ def check_model(model_dir: Path, model_uri: str) -> dict[str, Any]:
     ):
         # A pickled python_model would run its code on load: tagifai never writes one.
         raise TagifaiError(f"model {model_uri}: not a tagifai model (refused before loading)")
-    problem = changed_file(model_dir, metadata.get(FILES_KEY))
+    problem = pyfunc_model.unchanged(model_dir)
     if problem is not None:
         raise TagifaiError(f"model {model_uri}: {problem}; refused before loading")
     return dict(metadata)

@@ -5,8 +5,10 @@ anyone with write access to the artifact store could) and runs the real entry po
 on it: ``tagifai check-model``, ``predict`` and ``serve`` refuse it with one line
 naming the file, and a marker file the planted code would write proves none of it
 ran. ``mlflow.pyfunc.load_model`` in a fresh process (importing the model's own
-copy of tagifai) refuses it too. When the attacker also rewrites the digests, the
-predictor's files still meet training's bounds before anything is allocated.
+copy of tagifai) refuses it too. Rewriting the digests in ``MLmodel`` changes
+``MLmodel``, whose digest the tracking store keeps: refused the same way. A model
+whose record in the tracking store is rewritten too (as if it had been logged so)
+still meets training's bounds before anything is allocated.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typer.testing import CliRunner
 
 from tagifai import jobs, registry, tracking
 from tagifai.cli import app
-from tagifai.pyfunc_model import FILES_KEY, file_digest
+from tagifai.pyfunc_model import FILES_KEY, RECORD_TAG, file_digest, mlflow_file_digests
 from tagifai.workloads.text.params import TextParams
 
 TRACEBACK_MARKERS = ("Traceback", 'File "')
@@ -48,6 +50,14 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             mlflow.artifacts.download_artifacts(outcome.model_uri, dst_path=str(store / "model"))
         )
     yield folder
+
+
+@pytest.fixture(scope="module")
+def other_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tracking store that has never seen the model."""
+    path = tmp_path_factory.mktemp("other") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
 
 
 @pytest.fixture
@@ -99,6 +109,8 @@ def _plant(marker: Path) -> dict[str, Callable[[Path], None]]:
         "artifacts/predictor/predictor.json": append("artifacts/predictor/predictor.json", " "),
         "code/tagifai/__pycache__/pyfunc.cpython-311.pyc": _plant_compiled,
         "MLmodel": lambda f: _set_digests(f, None),
+        "requirements.txt": append("requirements.txt", "evil-package==1.0\n"),
+        "conda.yaml": lambda f: (f / "conda.yaml").unlink(),
     }
 
 
@@ -116,9 +128,18 @@ def _set_digests(folder: Path, files: dict[str, str] | None) -> None:
 
 
 def _rehash(folder: Path) -> None:
-    """Record the digests of the files as they are now (the attacker covers their tracks)."""
+    """Record the digests of the files as they are now in ``MLmodel`` (the attacker covers
+    their tracks in the artifact store)."""
     spec = yaml.safe_load((folder / "MLmodel").read_text())
     _set_digests(folder, {name: file_digest(folder / name) for name in spec["metadata"][FILES_KEY]})
+
+
+def _record(folder: Path) -> None:
+    """Also rewrite the tracking store's record, as if the model had been logged so."""
+    model_id = yaml.safe_load((folder / "MLmodel").read_text())["model_id"]
+    mlflow.MlflowClient().set_logged_model_tags(
+        model_id, {RECORD_TAG: json.dumps(mlflow_file_digests(folder))}
+    )
 
 
 def _refused(args: list[str]) -> str:
@@ -194,6 +215,53 @@ def test_a_model_changed_in_the_registry_is_refused(workdir: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("command", ["check-model", "predict", "serve"])
+def test_rewritten_digests_are_refused(model: Path, workdir: Path, command: str) -> None:
+    """Code planted and its digest rewritten in MLmodel: MLmodel itself no longer matches
+    the tracking store's record."""
+    marker = workdir / "planted_code_ran"
+    _plant(marker)["code/tagifai/pyfunc.py"](model)
+    _rehash(model)
+
+    line = _refused(_commands(str(model))[command])
+
+    assert "MLmodel: changed since the model was logged" in line, line
+    assert "tracking store" in line, line
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("other store", "is not in this tracking store"),
+        ("record removed", "holds no record of its files"),
+        ("model_id removed", "names no logged model"),
+    ],
+)
+def test_a_model_without_its_record_is_refused(
+    model: Path, workdir: Path, other_store: Path, change: str, expected: str
+) -> None:
+    """The record is read from the tracking store the model was logged to: a model read
+    against another store, one whose record is gone, or an MLmodel naming no logged
+    model is refused, and the model's code has not run."""
+    marker = workdir / "planted_code_ran"
+    _plant(marker)["pyfunc_model.py"](model)
+    model_id = yaml.safe_load((model / "MLmodel").read_text())["model_id"]
+    if change == "other store":
+        shutil.copy(other_store, workdir / "mlflow.db")
+    elif change == "record removed":
+        mlflow.MlflowClient().delete_logged_model_tag(model_id, RECORD_TAG)
+    else:
+        spec = yaml.safe_load((model / "MLmodel").read_text())
+        del spec["model_id"]
+        (model / "MLmodel").write_text(yaml.safe_dump(spec))
+
+    line = _refused(_commands(str(model))["check-model"])
+
+    assert expected in line, line
+    assert not marker.exists()
+
+
 LOAD_IN_A_FRESH_PROCESS = """
 import sys
 import mlflow.pyfunc
@@ -248,6 +316,20 @@ def test_mlflow_load_model_refuses_a_changed_model(
 
     assert result.returncode != 0, result.stdout
     assert f"{changed}: " in result.stderr and "refused before loading" in result.stderr
+    assert not marker.exists()
+
+
+def test_mlflow_load_model_refuses_rewritten_digests(model: Path, workdir: Path) -> None:
+    """MLflow's own loader reads the tracking store's record too (the store the model
+    was logged to: the one in ``MLFLOW_TRACKING_URI``, as `mlflow models serve` reads)."""
+    marker = workdir / "planted_code_ran"
+    _plant(marker)["code/tagifai/pyfunc.py"](model)
+    _rehash(model)
+
+    result = _load_in_a_fresh_process(model)
+
+    assert result.returncode != 0, result.stdout
+    assert "MLmodel: changed since the model was logged" in result.stderr, result.stderr[-2000:]
     assert not marker.exists()
 
 
@@ -348,6 +430,7 @@ def test_predictor_files_meet_the_training_bounds(model: Path, workdir: Path, ca
     marker = workdir / "planted_code_ran"
     change(model, marker)
     _rehash(model)
+    _record(model)
 
     line = _refused(_commands(str(model))["predict"])
 
