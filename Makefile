@@ -22,7 +22,8 @@ UI_PORT ?= 5000
 SERVE_PORT ?= 5001
 DASHBOARD_PORT ?= 8080
 MODEL_URI ?= models:/$(MODEL_NAME)@champion
-# The Optuna storage `make dashboard` reads (a PostgreSQL URL for a parallel study).
+# The Optuna storage train-best, report and dashboard read (a PostgreSQL URL for a parallel
+# study: optimize's summary names it).
 STORAGE ?= sqlite:///$(CURDIR)/experiments/optuna.db
 # The 3.17 UI opens in its GenAI view unless the URL asks for the model-training one.
 UI_VIEW := ?workflowType=machine_learning
@@ -39,14 +40,14 @@ WORKERS ?= 2
 .PHONY: help install system-deps test test-fast lint format train optimize optimize-parallel train-best predict ui dashboard report serve bench bench-smoke clean servers-start servers-stop
 
 help: ## List the targets and the variables they take
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[a-zA-Z_.-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 	@echo "Variables (make <target> NAME=value):"
 	@echo "  TASK=$(TASK)  the workload: text or images"
 	@echo "  STUDY=$(STUDY)  the study (and MLflow experiment) optimize/report/dashboard use"
 	@echo "  TEXT=\"...\" / IMAGE=path.png  what make predict predicts (TASK=images: IMAGE)"
 	@echo "  MODEL_URI=$(MODEL_URI)  what predict and serve load"
-	@echo "  STORAGE=$(STORAGE)  Optuna storage for make dashboard"
+	@echo "  STORAGE=$(STORAGE)  Optuna storage for train-best, report and dashboard"
 	@echo "  MLFLOW_TRACKING_URI=$(MLFLOW_TRACKING_URI)"
 	@echo "  HOST=$(HOST) UI_PORT=$(UI_PORT) SERVE_PORT=$(SERVE_PORT) DASHBOARD_PORT=$(DASHBOARD_PORT)"
 	@echo "  WORKERS=$(WORKERS) PG_PORT=$(PG_PORT) MLFLOW_PORT=$(MLFLOW_PORT)  (optimize-parallel)"
@@ -96,7 +97,7 @@ optimize-parallel: servers-start ## WORKERS (2) workers on one study, PostgreSQL
 		--workers $(WORKERS)
 
 train-best: install ## Train, log and register STUDY's best model (TASK=images: tagifai-images)
-	tagifai train-best --task $(TASK) --study $(STUDY)
+	tagifai train-best --task $(TASK) --study $(STUDY) --storage "$(STORAGE)"
 
 predict: install ## Predict with the champion: make predict TEXT="..." (or TASK=images IMAGE=x.png)
 	@input="$(if $(filter images,$(TASK)),$(IMAGE),$(TEXT))"; \
@@ -105,6 +106,10 @@ predict: install ## Predict with the champion: make predict TEXT="..." (or TASK=
 		exit 2; \
 	fi; \
 	tagifai predict --task $(TASK) "$$input"
+
+digit.png: | $(VENV)/.installed ## A sample image for make predict TASK=images: a 3 of scikit-learn's 8x8 digits
+	$(PY) -c 'from PIL import Image; from sklearn.datasets import load_digits; \
+		Image.fromarray((load_digits().images[3] * 255 / 16).round().astype("uint8")).save("$@")'
 
 ui: install ## MLflow UI on http://127.0.0.1:5000 (runs, plots, registered models)
 	@echo "MLflow UI: http://$(HOST):$(UI_PORT)/#/experiments$(UI_VIEW)"
@@ -116,7 +121,7 @@ dashboard: install ## optuna-dashboard on http://127.0.0.1:8080 for the studies 
 	optuna-dashboard "$(STORAGE)" --host $(HOST) --port $(DASHBOARD_PORT)
 
 report: install ## One self-contained HTML page about STUDY: reports/<study>.html
-	tagifai report --study $(STUDY) --output reports/$(STUDY).html
+	tagifai report --study $(STUDY) --storage "$(STORAGE)" --output reports/$(STUDY).html
 
 serve: install ## Serve the champion model on http://127.0.0.1:5001/invocations (tagifai serve)
 	tagifai serve --model-uri "$(MODEL_URI)" --host $(HOST) --port $(SERVE_PORT)
@@ -129,5 +134,6 @@ bench-smoke: install ## Every benchmark on the samples, tiny settings (checks th
 
 clean: ## Remove run outputs (tracking store, studies, caches); keeps .venv
 	rm -rf mlflow.db experiments/mlflow.db experiments/optuna.db experiments/artifacts mlruns data \
-		config/best_params.json config/best_params-images.json .servers reports test-artifacts
+		config/best_params.json config/best_params-images.json .servers reports test-artifacts \
+		digit.png
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
