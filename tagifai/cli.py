@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -552,7 +553,7 @@ def optimize_command(
         import torch
 
         torch.set_num_threads(int(os.environ[THREADS_ENV]))
-    tracking.configure()  # a tracking server that is down is one line here
+    tracking_uri = tracking.configure()  # a tracking server that is down is one line here
     if workers > 1:
         study.open_study(study_config, storage)  # creates the schema once
     # The helpers get this process's resolved settings, so all workers agree.
@@ -590,10 +591,16 @@ def optimize_command(
     if local.is_helper():
         return  # the process that started this helper reports
     _print_study_summary(result, study_config.n_trials, workload)
+    if result.best is not None:
+        _print("next:")
+        for line in _next_commands(
+            result.study.study_name, workload.name, study.storage_url(study_config), tracking_uri
+        ):
+            _print(f"  {line}")
 
 
 def _print_study_summary(result: Any, n_trials: int, workload: Any) -> None:
-    """What the study did, its best trial, where its outputs are and what to run next."""
+    """What the study did, its best trial and where its outputs are."""
     name = result.study.study_name
     states = [t.state.name for t in result.study.trials]
     if result.trials_run == 0:
@@ -615,10 +622,40 @@ def _print_study_summary(result: Any, n_trials: int, workload: Any) -> None:
         f"best params: {workload.best_params_file}, and best_params.json, trials.csv and "
         f"plots/ (PNG + plots.html) on run {result.parent_run_id}"
     )
-    _print(
-        f"next: make train-best TASK={workload.name} STUDY={name}  |  make ui (MLflow)  |  "
-        f"make dashboard (Optuna)  |  make report STUDY={name}"
-    )
+
+
+def _next_commands(study_name: str, task: str, storage: str, tracking_uri: str) -> list[str]:
+    """The commands to run after a study, each a ``make`` target (no venv to activate)
+    with a comment: the study's storage and tracking store are passed along unless they
+    are the project's own, so each command works as printed."""
+    from tagifai import study, tracking
+
+    stores = ""
+    if _absolute_sqlite(storage) != _absolute_sqlite(study.DEFAULT_STORAGE):
+        stores += f" STORAGE={shlex.quote(storage)}"
+    tracked = ""
+    if _absolute_sqlite(tracking_uri) != _absolute_sqlite(tracking.DEFAULT_TRACKING_URI):
+        tracked = f" MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)}"
+    commands = [
+        (
+            f"make train-best TASK={task} STUDY={study_name}{stores}{tracked}",
+            "train its best params, register the model",
+        ),
+        (f"make report STUDY={study_name}{stores}{tracked}", f"reports/{study_name}.html"),
+        (f"make dashboard{stores}", "Optuna's dashboard, live"),
+    ]
+    if tracking_uri.startswith(("http://", "https://")):  # a server: its own UI
+        commands.append((f"# MLflow UI: {tracking_uri}", ""))
+    else:
+        commands.append((f"make ui{tracked}", "the MLflow UI"))
+    return [f"{command}  # {note}" if note else command for command, note in commands]
+
+
+def _absolute_sqlite(url: str) -> str:
+    """A ``sqlite:///`` URL with a relative path made absolute (from here); others as given."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{(Path.cwd() / url.removeprefix('sqlite:///')).as_posix()}"
+    return url
 
 
 @contextlib.contextmanager

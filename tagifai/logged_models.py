@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import shutil
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from tagifai.errors import TagifaiError, missing_package
 from tagifai.predict import MODEL_FORMAT, Predictor
 from tagifai.pyfunc_model import FILES_KEY, MLFLOW_FILES, RECORD_TAG, file_digest
 from tagifai.registry import check_complete
+from tagifai.workloads import workload_of_model
 
 __all__ = [
     "PIP_REQUIREMENTS",
@@ -198,7 +200,7 @@ def check_model(model_dir: Path, model_uri: str) -> dict[str, Any]:
         if str(pyfunc.get("model_code_path", "")).endswith("pyfunc_model.py"):
             raise TagifaiError(
                 f"model {model_uri}: a model of tagifai 0.1 (model format 1); this tagifai "
-                f"reads format {MODEL_FORMAT}: train it again (`tagifai train-best`)"
+                f"reads format {MODEL_FORMAT}: train it again (`make train-best`)"
             )
         raise TagifaiError(f"model {model_uri}: not a tagifai model (refused before loading)")
     if metadata[METADATA_KEY] != MODEL_FORMAT:
@@ -275,5 +277,14 @@ def download_model(model_uri: str, folder: Path) -> Path:
     except (MlflowException, OSError) as exc:
         reason = str(exc).splitlines()[0][:200]
         if model_uri.startswith("models:/") and "not found" in reason.lower():
-            reason += " (train and register one first: make train-best)"
+            reason += _register_hint(model_uri)
         raise TagifaiError(f"model {model_uri}: {reason}") from None
+
+
+def _register_hint(model_uri: str) -> str:
+    """How to register the model a ``models:/NAME...`` URI names, when a workload owns NAME."""
+    name = re.split(r"[/@]", model_uri.removeprefix("models:/"), maxsplit=1)[0]
+    workload = workload_of_model(name)
+    if workload is None:
+        return ""
+    return f" (train and register one first: make train-best TASK={workload.name})"

@@ -146,7 +146,7 @@ class Predictor:
         if not (directory / "predictor.json").is_file() and (directory / "params.json").is_file():
             raise TagifaiError(
                 f"{directory}: a model of tagifai 0.1 (model format 1); this tagifai reads "
-                f"format {MODEL_FORMAT}: train it again (`tagifai train-best`)"
+                f"format {MODEL_FORMAT}: train it again (`make train-best`)"
             )
         stored = _read_json(directory / "predictor.json")
         if stored.get("format") != MODEL_FORMAT:

@@ -108,7 +108,9 @@ def render_report(
     parts += _best_section(study, link)
     parts += _trials_section(study, link)
     parts += _plots_section(study)
-    parts += _model_section(trained, link)
+    task = f" TASK={attrs['task']}" if attrs.get("task") else ""
+    train_best = f"make train-best{task} STUDY={study.study_name}"
+    parts += _model_section(trained, link, train_best)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{_e(study.study_name)}: study report</title><style>{STYLE}</style></head>"
@@ -250,11 +252,11 @@ def _plots_section(study: optuna.Study) -> list[str]:
     return parts
 
 
-def _model_section(trained: TrainedModel | None, link: Any) -> list[str]:
+def _model_section(trained: TrainedModel | None, link: Any, train_best: str) -> list[str]:
     if trained is None:
         return [
             "<h2>Trained model</h2><p>No <code>train-best</code> run of this study was found "
-            "(run <code>tagifai train-best</code>).</p>"
+            f"(run <code>{_e(train_best)}</code>).</p>"
         ]
     parts = [
         "<h2>Trained model</h2>",

@@ -12,7 +12,7 @@ import importlib
 from tagifai.errors import TagifaiError
 from tagifai.workloads.base import Workload
 
-__all__ = ["REGISTRY", "get_workload"]
+__all__ = ["REGISTRY", "get_workload", "workload_of_model"]
 
 # --task value -> module defining WORKLOAD.
 REGISTRY = {
@@ -31,3 +31,13 @@ def get_workload(name: str) -> Workload:
         raise TagifaiError(f"--task: unknown task {name!r:.60}; choose from {', '.join(REGISTRY)}")
     workload: Workload = importlib.import_module(REGISTRY[name]).WORKLOAD
     return workload
+
+
+def workload_of_model(model_name: str) -> Workload | None:
+    """The workload that registers its models as ``model_name``, if one does (each
+    workload is imported to ask it: for messages, not for the predict path)."""
+    for name in REGISTRY:
+        workload = get_workload(name)
+        if workload.model_name == model_name:
+            return workload
+    return None
