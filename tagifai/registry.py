@@ -122,6 +122,7 @@ def register_version(
         run_id=run_id,
         tags={**tags, **own, COMPLETE_TAG: "true"},
         description=description,
+        model_id=_logged_model_id(model_uri),  # a tracking server refuses the source without
     ).version
     failpoint("registered")  # killed between registering and promoting
     with promotion_lock() as locked:
@@ -135,6 +136,15 @@ def register_version(
     if promote and not locked and not force:
         _settle(client, name, alias, score_name, split_digest, model_format, current)
     return str(version), promote, current_score, comparable
+
+
+def _logged_model_id(model_uri: str) -> str | None:
+    """The id in a logged model's ``models:/<model_id>`` URI (not a registered model's
+    ``models:/<name>/<version>`` or ``@alias``), as ``mlflow.register_model`` passes it."""
+    rest = model_uri.removeprefix("models:/")
+    if rest == model_uri or not rest or "/" in rest or "@" in rest:
+        return None
+    return rest
 
 
 def _champion(

@@ -106,6 +106,23 @@ def test_two_workers_share_one_study_and_one_parent(servers, tmp_path, tiny_para
     assert optuna.get_all_study_names(servers["pg"]).count(name) == 1
     assert not [n for n in optuna.get_all_study_names(servers["pg"]) if n.startswith(name + ".")]
 
+    # What its summary says to run next works as printed: train-best with the study's
+    # stores registers the best model against the tracking server.
+    assert f"STUDY={name} STORAGE={servers['pg']} MLFLOW_TRACKING_URI={servers['mlflow']}" in output
+    command = ["train-best", "--study", name, "--storage", servers["pg"]]
+    best = subprocess.run(
+        [sys.executable, "-m", "tagifai.cli", *command],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert best.returncode == 0, best.stdout[-3000:] + best.stderr[-3000:]
+    run_id = best.stdout.split("run_id: ")[1].split()[0]
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    assert [v.name for v in versions] == ["tagifai"]
+
 
 @pytest.mark.server
 @pytest.mark.training
