@@ -1,13 +1,105 @@
-"""What a user is told to run next works as printed: make targets, with the study's stores."""
+"""The README works as written: every command of its ```bash blocks, verbatim and in order,
+on a fresh clone (``scripts/readme_commands.py``), servers on the README's own ports; and
+what a user is told to run next works as printed (make targets, with the study's stores).
+
+The clone shares this test's virtual environment instead of building its own (a link at
+``.venv``; the clone's ``pyproject.toml`` and ``constraints.txt`` dated before the venv's
+install stamp, so ``make`` sees it built), and imports its own ``tagifai`` first
+(``PYTHONPATH``), as the editable install of a fresh clone would.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+from helpers import REPO
 
 from tagifai import study, tracking
 from tagifai.cli import _next_commands
 from tagifai.errors import TagifaiError
 from tagifai.logged_models import download_model
+
+# Only these are skipped: the suite this test is part of, placeholders and the real data.
+EXPECTED_SKIPS = ("the test suite, which CI runs", "a placeholder to fill in", "reads ../shared")
+# Commands whose passing is the point of the README; each must have run, not been skipped.
+MUST_RUN = {
+    "make optimize": "PASS",
+    "make train-best": "PASS",
+    "make serve": "UP",
+    "make optimize TASK=images": "PASS",
+    "make predict TASK=images IMAGE=digit.png": "PASS",
+    "make serve TASK=images": "UP",
+    "make optimize-parallel": "PASS",
+}
+
+
+@pytest.fixture
+def clone() -> Iterator[Path]:
+    """A clone of this checkout's HEAD sharing its venv, in a folder PostgreSQL's own user
+    can enter (``make servers-start`` keeps its cluster in the clone's ``.servers``)."""
+    venv = Path(sys.prefix)
+    stamp = venv / ".installed"
+    if venv == Path(sys.base_prefix) or not stamp.is_file():
+        pytest.skip("needs the project's .venv, built by make install")
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        if os.environ.get("TAGIFAI_REQUIRE_SERVERS") == "1":
+            pytest.fail("PostgreSQL is not installed (.ci/run installs postgresql-15)")
+        pytest.skip("PostgreSQL is not installed (the README's make servers-start needs it)")
+    root = Path(tempfile.mkdtemp(prefix="tagifai-readme-", dir="/tmp"))
+    root.chmod(0o755)
+    target = root / "clone"
+    try:
+        subprocess.run(
+            ["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(target)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        (target / ".venv").symlink_to(venv)
+        built = stamp.stat().st_mtime - 1
+        for name in ("pyproject.toml", "constraints.txt"):
+            os.utime(target / name, (built, built))
+        yield target
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.training
+def test_every_readme_command_works_verbatim_on_a_fresh_clone(clone):
+    env = {**os.environ, "PYTHONPATH": str(clone)}
+    done = subprocess.run(
+        [sys.executable, str(clone / "scripts" / "readme_commands.py"), str(clone)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=3600,  # a safety net: the script waits on each command and port
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    lines = re.findall(r"^\[\s*\d+\] (\w+)\s+(?:[\d.]+s)?\s+(.*)$", done.stdout, re.M)
+    seen: dict[str, str] = {}  # command -> PASS / UP / SKIP
+    for result, rest in lines:
+        command, _, note = rest.partition("  (")
+        seen.setdefault(command.strip(), result)
+        if result == "SKIP":
+            assert note.startswith(EXPECTED_SKIPS), rest
+    for command, result in MUST_RUN.items():
+        assert seen.get(command) == result, (command, output[-6000:])
+    parallel = "make train-best report STUDY=tagifai-parallel STORAGE="  # the README's stores
+    assert [r for c, r in seen.items() if c.startswith(parallel)] == ["PASS"], output[-6000:]
+    assert "README:" in done.stdout and " 0 passed" not in done.stdout
+
 
 # -- what a user is told to run next works as printed ----------------------------------
 
