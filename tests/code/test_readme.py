@@ -99,6 +99,11 @@ def test_every_readme_command_works_verbatim_on_a_fresh_clone(clone):
     parallel = "make train-best report STUDY=tagifai-parallel STORAGE="  # the README's stores
     assert [r for c, r in seen.items() if c.startswith(parallel)] == ["PASS"], output[-6000:]
     assert "README:" in done.stdout and " 0 passed" not in done.stdout
+    # Everything the commands wrote is an ignored output: the clone is as clean as cloned.
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True
+    )
+    assert status.stdout == "", status.stdout
 
 
 # -- what a user is told to run next works as printed ----------------------------------
