@@ -7,8 +7,8 @@ answered, confidently and wrongly. :func:`conform` brings a reasonable image to 
 model's conventions, or refuses it with one line:
 
 1. a constant image (every pixel the same) is refused: it holds nothing to classify;
-2. an image spanning fewer than :data:`MIN_GREY_LEVELS` grey levels is stretched
-   linearly to 0..255;
+2. an image whose brightest and darkest pixels differ by less than
+   :data:`MIN_GREY_LEVELS` is stretched linearly to 0..255;
 3. its background is read from its outer ring of pixels (:func:`image_background`); where
    the model knows its training background (:func:`training_background`), an image of
    the opposite one is inverted and one whose background cannot be told is refused.
@@ -34,7 +34,8 @@ __all__ = [
 
 Background = Literal["dark", "light"]
 BACKGROUNDS: tuple[Background, ...] = ("dark", "light")
-# Raw 0..16 digits span 17 levels; a scanned or photographed image spans far more.
+# Max - min below this is stretched: raw 0..16 digits span 16; a scanned or photographed
+# image spans far more.
 MIN_GREY_LEVELS = 32
 # The ring's median must be clearly on one side of mid-grey (128): a ring that is mostly
 # grey, or half dark and half light, tells no background.
