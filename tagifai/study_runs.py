@@ -171,8 +171,8 @@ class TrialRun:
             if epoch is None:
                 epoch = trial.user_attrs.get("epochs", 0)
             self._final_tags["mlflow.note.content"] = (
-                f"Pruned after epoch {epoch}: the study's pruner stopped it early, its "
-                f"{self.metric_name} at that epoch not promising enough (not a crash)."
+                f"Pruned after epoch {epoch} (not a crash): the study's pruner stopped it "
+                f"early, its {self.metric_name} at that epoch not promising enough."
             )
         self.close_epochs()
         self._logger(study, trial)
@@ -438,10 +438,11 @@ class StudyRuns:
         mlflow.set_tags(
             {
                 "best_trial": f"trial-{best.number}",
+                # The run table shows a description's first 50 characters: the best first.
                 "mlflow.note.content": (
-                    f"Study {study.study_name}: best trial-{best.number}, {self.metric_name} = "
-                    f"{value:.4f} ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
-                    f"{counts['FAIL']} failed); its params are in best_params.json."
+                    f"The study's best: trial-{best.number}, {self.metric_name} = {value:.4f} "
+                    f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+                    f"{counts['FAIL']} failed trials); its params are in best_params.json."
                 ),
                 "best_trial_number": str(best.number),
                 "best_run_id": str(best.system_attrs.get(TRIAL_RUN_ATTR, "")),
@@ -609,7 +610,7 @@ def save_view(experiment_id: str, study_name: str, metric: str, direction: str) 
         "orderByAsc": direction == "minimize",
         "selectedColumns": columns,
         "columnOrder": columns,  # else the UI orders them by name
-        "columnWidths": {"attributes.`Description`": 560},
+        "columnWidths": {f"metrics.`{metric}`": 170},  # the whole value, not 0.4538252...
         "runsHiddenMode": "SHOW_ALL",
     }
     client = MlflowClient()
