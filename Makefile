@@ -106,8 +106,9 @@ predict: install ## Predict with the champion: make predict TEXT="..." (or TASK=
 	fi; \
 	tagifai predict --task $(TASK) "$$input"
 
-ui: install ## MLflow UI on http://127.0.0.1:5000 (runs, plots, registered models)
+ui: install ## MLflow UI on http://127.0.0.1:5000 (runs, plots, registered models); prints STUDY's trials view
 	@echo "MLflow UI: http://$(HOST):$(UI_PORT)/#/experiments$(UI_VIEW)"
+	@$(PY) -m tagifai.study_runs link $(STUDY) http://$(HOST):$(UI_PORT)
 	mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(UI_PORT)
 
 dashboard: install ## optuna-dashboard on http://127.0.0.1:8080 for the studies in STORAGE (live)
