@@ -111,8 +111,9 @@ digit.png: | $(VENV)/.installed ## A sample image for make predict TASK=images: 
 	$(PY) -c 'from PIL import Image; from sklearn.datasets import load_digits; \
 		Image.fromarray((load_digits().images[3] * 255 / 16).round().astype("uint8")).save("$@")'
 
-ui: install ## MLflow UI on http://127.0.0.1:5000 (runs, plots, registered models)
+ui: install ## MLflow UI on http://127.0.0.1:5000 (runs, plots, registered models); prints STUDY's trials view
 	@echo "MLflow UI: http://$(HOST):$(UI_PORT)/#/experiments$(UI_VIEW)"
+	@$(PY) -m tagifai.study_runs link $(STUDY) http://$(HOST):$(UI_PORT)
 	mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host $(HOST) --port $(UI_PORT)
 
 dashboard: install ## optuna-dashboard on http://127.0.0.1:8080 for the studies in STORAGE (live)

@@ -12,7 +12,7 @@ images, as ``config/params-images.json`` splits them):
    study's wall time can pass the budget by up to one trial. Reported: trials run,
    pruned and failed, the best validation accuracy, the study's wall time.
 2. ``tagifai.jobs.train_best`` on the study's best params
-   (``tagifai.study.best_params_of``): its TEST accuracy (target >= 0.91) and wall
+   (``tagifai.study.best_params_of``): its TEST accuracy (target >= 0.93) and wall
    time. Every tuning choice saw the validation split only.
 3. The reference tutorial's baseline, no tuning, on the same split: an MLP with 2
    hidden layers of 128 units, Adam at lr 0.01, 4 epochs, batch 100, no dropout,
@@ -98,7 +98,7 @@ SMOKE_BATCH = 1_000
 REPEATS = 3  # predict calls; the median is reported
 REQUESTS = 200  # timed sequential requests to the server
 WARMUP_REQUESTS = 10
-FASHION_TARGET = Target(">=", 0.91, ">= 0.91")
+FASHION_TARGET = Target(">=", 0.93, ">= 0.93")  # issue 25: published small CNNs 0.925-0.932
 MNIST_TARGET = Target(">=", 0.99, ">= 0.99")
 # The reference tutorial's model and training, untuned.
 BASELINE_MODEL: dict[str, Any] = {

@@ -8,8 +8,15 @@ parent run and every trial's child run, and sets each run's status once.
 - :meth:`StudyRuns.trial`: a trial's child run ``trial-<n>``: the knobs its model used
   (logged once, at the start), its epochs in batches, its validation metrics and model;
   then optuna-integration's ``MLflowCallback`` logs the trial's value and tags, and the
-  run ends with the trial's state: FINISHED, KILLED (pruned, or interrupted: the next
-  invocation resumes it), FAILED.
+  run ends with the trial's state: FINISHED (complete, or pruned: the ``state`` tag and
+  the description say so, since the pruner stopping a trial is no crash), KILLED
+  (interrupted: the next invocation resumes it), FAILED.
+- :meth:`StudyRuns.log_summary`: the study's best value on the parent under the
+  objective's own name, the ``best_trial`` tag and a description naming it; the best
+  child's description says it is the best.
+- :func:`save_view`: the experiment's shared run-table view (an MLflow UI "view" kept
+  in an experiment tag) that opens the study's runs sorted best first, with the
+  objective, ``state`` and Description columns; :func:`view_link` is its address.
 - :class:`NullStudyRuns`: the same calls, recording nothing (benchmarks run untracked).
 
 A completed trial costs 6 tracking requests besides its model: the run, its params,
@@ -19,6 +26,7 @@ its epochs with the final metrics, the callback's value and tags, the end.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -44,7 +52,7 @@ from tagifai.files import write_json_atomic
 from tagifai.logged_models import log_predictor
 from tagifai.predict import Predictor
 from tagifai.runs import MlflowReporter, close_stale_runs, flat_params, log_dataset, owner_tags
-from tagifai.tracking import ensure_experiment, git_commit, note_reachable, store_uri
+from tagifai.tracking import configure, ensure_experiment, git_commit, note_reachable, store_uri
 from tagifai.training import NullReporter, Reporter
 from tagifai.workloads.base import DataSet, RunParams, Splits, Workload
 
@@ -58,6 +66,8 @@ __all__ = [
     "Resumed",
     "StudyRuns",
     "TrialRun",
+    "save_view",
+    "view_link",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,10 +76,15 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attribute holding the par
 STORE_ATTR = "mlflow_tracking_uri"  # and the tracking store that holds it
 TRIAL_RUN_ATTR = "mlflow_run_id"  # trial system attribute (MLflowCallback's own key)
 PARENT_WAIT_SECONDS = 30.0  # a worker waits this long for another to make the parent
+# The MLflow UI keeps a saved run-table view in the experiment tag ``<prefix><key>`` and
+# opens it from ``#/experiments/<id>/runs?viewStateShareKey=<key>`` (3.17's own names).
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+VIEW_URL_PARAM = "viewStateShareKey"
+TRAINING_VIEW = "workflowType=machine_learning"  # the UI's model-training view, not GenAI's
 
 TRIAL_STATUS = {
     optuna.trial.TrialState.COMPLETE: "FINISHED",
-    optuna.trial.TrialState.PRUNED: "KILLED",
+    optuna.trial.TrialState.PRUNED: "FINISHED",  # the pruner's decision, not a crash
     optuna.trial.TrialState.FAIL: "FAILED",
 }
 
@@ -80,12 +95,16 @@ class _TrialLogger(MLflowCallback):
 
     The base class's ``__call__`` reopens the run by id (a RUNNING write) and ends it
     FINISHED whatever the trial's state; here :class:`StudyRuns` holds the run open and
-    ends it once, with the trial's true state. The callback is deprecated since
-    optuna-integration 4.9 and removed in 6.0: tagifai pins ``<6`` and uses it only here.
+    ends it once, with the trial's true state. A pruned trial's value is only its last
+    epoch's (Optuna's rule), not a trained model's: it stays in the epoch curve, so the
+    objective's column (and a sort by it) holds complete trials only. The callback is
+    deprecated since optuna-integration 4.9 and removed in 6.0: tagifai pins ``<6`` and
+    uses it only here.
     """
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self._log_metrics(trial.values)
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            self._log_metrics(trial.values)
         self._set_tags(trial, study)
 
 
@@ -148,8 +167,12 @@ class TrialRun:
         with the trial's state."""
         self.status = TRIAL_STATUS.get(trial.state, "FAILED")
         if trial.state == optuna.trial.TrialState.PRUNED:
+            epoch = trial.last_step
+            if epoch is None:
+                epoch = trial.user_attrs.get("epochs", 0)
             self._final_tags["mlflow.note.content"] = (
-                f"Pruned at epoch {trial.last_step} by the study's pruner (not a crash)."
+                f"Pruned after epoch {epoch} (not a crash): the study's pruner stopped it "
+                f"early, its {self.metric_name} at that epoch not promising enough."
             )
         self.close_epochs()
         self._logger(study, trial)
@@ -290,7 +313,11 @@ class StudyRuns:
 
         A retry's run names the attempt it goes on from and where.
         """
-        tags = {**owner_tags(), "optuna.trial_number": str(trial.number)}
+        tags = {
+            **owner_tags(),
+            "optuna.study_name": trial.study.study_name,  # the run-table view filters on it
+            "optuna.trial_number": str(trial.number),
+        }
         if resumed is not None:
             tags.update(
                 {
@@ -347,7 +374,8 @@ class StudyRuns:
     def log_study(
         self, config: Any, base: RunParams, workload: Workload, dataset: DataSet, splits: Splits
     ) -> None:
-        """On the parent run: the data searched over, its preparation, the study config.
+        """On the parent run: the data searched over, its preparation, the study config;
+        on the experiment: the run-table view of the study (:func:`save_view`).
 
         Params are immutable in MLflow and a resumed study may change ``n_trials``,
         so the config goes in an artifact and tags rather than params.
@@ -368,6 +396,8 @@ class StudyRuns:
             {"config": config.model_dump(mode="json"), "base_params": base.model_dump(mode="json")},
             "optimize_config.json",
         )
+        if self.experiment_id is not None:
+            save_view(self.experiment_id, config.study_name, self.metric_name, config.direction)
 
     def log_summary(
         self,
@@ -386,19 +416,34 @@ class StudyRuns:
         """
         best = study.best_trial
         finished = [t for t in study.trials if t.state.is_finished()]
+        counts = {
+            state: sum(t.state.name == state for t in finished)
+            for state in ("COMPLETE", "PRUNED", "FAIL")
+        }
+        value = float(best.value or 0.0)
         mlflow.log_metrics(
             {
-                f"best_{self.metric_name}": float(best.value or 0.0),
+                # Under the objective's own name: the parent's row in the run table sits
+                # in the trials' column, and a sort by it puts the study beside its best.
+                self.metric_name: value,
+                f"best_{self.metric_name}": value,
                 "best_trial_number": best.number,
-                "trials_complete": sum(t.state.name == "COMPLETE" for t in finished),
-                "trials_pruned": sum(t.state.name == "PRUNED" for t in finished),
-                "trials_failed": sum(t.state.name == "FAIL" for t in finished),
+                "trials_complete": counts["COMPLETE"],
+                "trials_pruned": counts["PRUNED"],
+                "trials_failed": counts["FAIL"],
             },
             step=len(finished),
         )
-        self._mark_best(best)
+        self._mark_best(best, len(finished))
         mlflow.set_tags(
             {
+                "best_trial": f"trial-{best.number}",
+                # The run table shows a description's first 50 characters: the best first.
+                "mlflow.note.content": (
+                    f"The study's best: trial-{best.number}, {self.metric_name} = {value:.4f} "
+                    f"({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
+                    f"{counts['FAIL']} failed trials); its params are in best_params.json."
+                ),
                 "best_trial_number": str(best.number),
                 "best_run_id": str(best.system_attrs.get(TRIAL_RUN_ATTR, "")),
                 f"best_{self.metric_name}": f"{best.value:.6f}",
@@ -412,7 +457,7 @@ class StudyRuns:
             write_plots(folder / "plots")
             mlflow.log_artifacts(str(folder))
 
-    def _mark_best(self, best: optuna.trial.FrozenTrial) -> None:
+    def _mark_best(self, best: optuna.trial.FrozenTrial, done: int) -> None:
         """Tag and describe the best trial's child run as best (and the one before, no more)."""
         run_id = best.system_attrs.get(TRIAL_RUN_ATTR)
         if run_id is None or self.parent_run_id is None:
@@ -424,8 +469,8 @@ class StudyRuns:
                 client.delete_tag(before, "tagifai.best")
                 client.delete_tag(before, "mlflow.note.content")
         note = (
-            f"The best trial of the study so far: {self.metric_name} = {best.value:.4f}. "
-            "train-best trains these params again."
+            f"Best trial of the study: {self.metric_name} = {best.value:.4f} after {done} "
+            "trials; train-best trains its params again."
         )
         client.log_batch(
             run_id, tags=[RunTag("tagifai.best", "true"), RunTag("mlflow.note.content", note)]
@@ -542,6 +587,65 @@ def _forget(run_id: str) -> None:
         time.sleep(0.2)
 
 
+def _view_key(study_name: str) -> str:
+    return f"trials.{study_name}"  # study names are URL- and tag-safe (config.check_name)
+
+
+def save_view(experiment_id: str, study_name: str, metric: str, direction: str) -> None:
+    """Save the study's run-table view in its experiment, as the MLflow UI's own "Save
+    view" does: the study's runs (parent and trials) sorted by the objective, best first
+    (runs without it, pruned and failed trials, last), with the objective, ``state`` and
+    Description columns. Saving it again keeps its creation time.
+
+    Args:
+        experiment_id: The experiment of the study's runs.
+        study_name: The study (its runs carry the ``optuna.study_name`` tag).
+        metric: The objective's metric name.
+        direction: ``maximize`` or ``minimize``.
+    """
+    columns = [f"metrics.`{metric}`", "tags.`state`", "attributes.`Description`"]
+    state = {
+        "searchFilter": f"tags.`optuna.study_name` = '{study_name}'",
+        "orderByKey": f"metrics.`{metric}`",  # a sort other than by time lists runs flat
+        "orderByAsc": direction == "minimize",
+        "selectedColumns": columns,
+        "columnOrder": columns,  # else the UI orders them by name
+        "columnWidths": {f"metrics.`{metric}`": 170},  # the whole value, not 0.4538252...
+        "runsHiddenMode": "SHOW_ALL",
+    }
+    client = MlflowClient()
+    key = VIEW_TAG_PREFIX + _view_key(study_name)
+    now = int(time.time() * 1000)
+    created = now
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        created = int(json.loads(client.get_experiment(experiment_id).tags[key])["createdAt"])
+    view = {
+        "name": f"{study_name}: trials, best {metric} first",
+        "createdAt": created,
+        "updatedAt": now,
+        "state": json.dumps(state),
+    }
+    client.set_experiment_tag(experiment_id, key, json.dumps(view))
+
+
+def view_link(study_name: str, ui_url: str) -> str | None:
+    """The MLflow UI address of the study's run-table view (``None``: no such view in the
+    tracking store in use, e.g. no study yet).
+
+    Args:
+        study_name: The study (and experiment) name.
+        ui_url: Where the MLflow UI answers, e.g. ``http://127.0.0.1:5000``.
+    """
+    experiment = MlflowClient().get_experiment_by_name(study_name)
+    key = _view_key(study_name)
+    if experiment is None or VIEW_TAG_PREFIX + key not in experiment.tags:
+        return None
+    return (
+        f"{ui_url.rstrip('/')}/#/experiments/{experiment.experiment_id}/runs"
+        f"?{VIEW_URL_PARAM}={key}&{TRAINING_VIEW}"
+    )
+
+
 class NullTrialRun:
     """A trial run that records nothing."""
 
@@ -587,6 +691,25 @@ class NullStudyRuns:
         """Nothing to log."""
 
 
-if __name__ == "__main__":  # python -m tagifai.study_runs forget RUN_ID
-    if sys.argv[1:2] == ["forget"] and len(sys.argv) == 3:
+def _print_link(study_name: str, ui_url: str) -> None:
+    """Print the study's view link for `make ui`, or say why there is none (exit 0: the
+    UI starts either way)."""
+    try:
+        configure(read_only=True)
+        link = view_link(study_name, ui_url)
+    except (TagifaiError, MlflowException) as exc:
+        print(f"No run-table view of study {study_name!r}: {exc}")
+        return
+    if link is None:
+        print(f"No run-table view of study {study_name!r} yet: run make optimize first")
+    else:
+        print(f"Study {study_name}, trials best first: {link}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["forget"] and len(sys.argv) == 3:  # forget RUN_ID
         _forget(sys.argv[2])
+    elif sys.argv[1:2] == ["link"] and len(sys.argv) == 4:  # link STUDY UI_URL
+        _print_link(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit("usage: python -m tagifai.study_runs forget RUN_ID | link STUDY UI_URL")

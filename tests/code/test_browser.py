@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 import optuna
 import pytest
-from helpers import REPO, TINY, TINY_STUDY_YAML, free_port, http_server, private_store
+from helpers import REPO, TINY, free_port, http_server, private_store, subprocess_env
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -34,6 +36,27 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-c
 DECODED = "img => img.complete && img.naturalWidth > 100"  # an image the browser could draw
 TIMEOUT_MS = 120_000  # a safety net: every wait below ends on what the page shows
 STUDY = "browser-study"
+# The tiny study with a pruner, so the UI has a pruned trial to show: two good trials first
+# (two complete ones make every plot), then a slow one (lowest lr, most dropout) that the
+# median of the first two stops early.
+BROWSER_STUDY_YAML = """
+task: text
+study_name: {name}
+n_trials: 3
+seed: 3
+params: {params}
+sampler: {{name: Random}}
+pruner: {{name: Median, kwargs: {{n_startup_trials: 2, n_warmup_steps: 0}}}}
+initial_trials:
+  - {{architecture: ngram, lr: 0.05, dropout_p: 0.0}}
+  - {{architecture: ngram, lr: 0.04, dropout_p: 0.1}}
+  - {{architecture: ngram, lr: 0.01, dropout_p: 0.5}}
+search_space:
+  architecture:
+    ngram:
+      lr: {{type: float, low: 0.01, high: 0.05, log: true}}
+      dropout_p: {{type: float, low: 0.0, high: 0.5, step: 0.1}}
+"""
 
 
 def _screenshots() -> Path:
@@ -77,12 +100,13 @@ def _page(browser: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A tiny study (3 trials), its train-best model and its report, in one store."""
+    """A tiny study (3 trials, one pruned at least), its train-best model and its report,
+    in one store."""
     folder = tmp_path_factory.mktemp("browser")
     params = folder / "tiny.json"
     params.write_text(json.dumps(TINY))
     config = folder / "study.yaml"
-    config.write_text(TINY_STUDY_YAML.format(name=STUDY, n_trials=3, params=params))
+    config.write_text(BROWSER_STUDY_YAML.format(name=STUDY, params=params))
     with private_store(folder) as uri:
         runner = CliRunner()
         for args in (
@@ -94,6 +118,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             assert result.exit_code == 0, result.output
         storage = f"sqlite:///{folder / 'experiments' / 'optuna.db'}"
         study = optuna.load_study(study_name=STUDY, storage=storage)
+        states = [trial.state.name for trial in study.trials]
+        assert "PRUNED" in states and "COMPLETE" in states, states
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(STUDY)
         assert experiment is not None
@@ -136,6 +162,60 @@ def test_ui_lists_the_parent_under_the_study_name_with_its_trials(browser, proje
     assert page.get_by_role("link", name=f"train-best-{STUDY}", exact=True).is_visible()
     assert page.get_by_text("Model training", exact=True).is_visible()
     page.screenshot(path=_screenshots() / "mlflow-nested-runs.png")
+    page.close()
+
+
+def _row(page: Any, run_name: str) -> str:
+    """The text of the run table's row of ``run_name`` (its pinned and scrolled parts)."""
+    name = page.get_by_role("link", name=run_name, exact=True)
+    index = page.locator("[role=row]").filter(has=name).get_attribute("row-index")
+    return " | ".join(page.locator(f"[role=row][row-index='{index}']").all_inner_texts())
+
+
+def test_ui_run_table_shows_the_best_trial_and_the_pruned_ones(browser, project, mlflow_ui):
+    """The link ``make ui`` prints opens the study's saved view: the study's runs sorted by
+    the objective, the best trial first and its parent beside it (both naming the best),
+    and every pruned trial reading PRUNED with its description, not a crash."""
+    printed = subprocess.run(
+        [sys.executable, "-m", "tagifai.study_runs", "link", STUDY, mlflow_ui],
+        env=subprocess_env(MLFLOW_TRACKING_URI=project["uri"]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    link = printed.stdout.split(": ", 1)[1].strip()
+    assert link.startswith(f"{mlflow_ui}/#/experiments/{project['experiment_id']}/runs?")
+    study = project["study"]
+    best = study.best_trial
+    pruned = [t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+
+    page = _page(browser)
+    page.goto(link)
+    page.get_by_role("button", name="Sort: val_f1").wait_for()
+    first = page.locator("[role=row][row-index='0']").filter(
+        has=page.get_by_role("link", name=f"trial-{best.number}", exact=True)
+    )
+    first.wait_for()  # sorted: the best trial heads the table
+    best_row = _row(page, f"trial-{best.number}")
+    assert str(best.value)[:6] in best_row and "COMPLETE" in best_row, best_row
+    assert "Best trial of the study" in best_row, best_row
+    second = page.locator("[role=row][row-index='1']").filter(
+        has=page.get_by_role("link", name=STUDY, exact=True)
+    )
+    assert second.count() == 1  # the parent, with the same objective, names the best
+    assert f"The study's best: trial-{best.number}" in _row(page, STUDY)
+    for number in pruned:
+        row = _row(page, f"trial-{number}")
+        assert "PRUNED" in row and "Pruned after epoch" in row, row
+        assert "Killed" not in row and "Failed" not in row, row
+    for header in ("val_f1", "state", "Description"):
+        assert page.get_by_role("columnheader", name=header).first.is_visible()
+    assistant = page.locator("[data-component-id='mlflow.assistant.chat_panel.close']")
+    if assistant.is_visible():  # its side panel hides the table's right half
+        assistant.click()
+        assistant.wait_for(state="detached")
+    page.screenshot(path=_screenshots() / "mlflow-run-table.png")
     page.close()
 
 

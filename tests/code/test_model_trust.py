@@ -368,6 +368,22 @@ def _huge_image_mlp(folder: Path, marker: Path) -> None:
     (predictor / "encoder.json").write_text(json.dumps(encoder))
 
 
+def _grey_background(folder: Path, marker: Path) -> None:
+    """A small image model whose encoder records a background that is no background."""
+    predictor = folder / "artifacts" / "predictor"
+    stored = json.loads((predictor / "predictor.json").read_text())
+    stored["task"] = "images"
+    stored["params"] = {
+        "task": "images",
+        "data": {"image_size": 8},
+        "model": {"architecture": "mlp"},
+    }
+    stored["decision"] = {"kind": "confidence", "thresholds": [0.5]}
+    (predictor / "predictor.json").write_text(json.dumps(stored))
+    encoder = {"kind": "image", "height": 8, "width": 8, "mean": 0.5, "std": 0.2}
+    (predictor / "encoder.json").write_text(json.dumps({**encoder, "background": "grey"}))
+
+
 def _weights(edit: Callable[[dict, Path], object]) -> Callable[[Path, Path], None]:
     def change(folder: Path, marker: Path) -> None:
         path = folder / "artifacts" / "predictor" / "model.pt"
@@ -384,6 +400,10 @@ def _reshape_first(state: dict, marker: Path) -> dict:
 
 BOUNDS = {
     "an 8x8192 MLP on 512x512 images": (_huge_image_mlp, "over the limit of 100,000,000"),
+    "an image background neither dark nor light": (
+        _grey_background,
+        "encoder.json: background 'grey' must be 'dark', 'light' or null",
+    ),
     "5 thresholds for 12 tags": (
         _json_edit("predictor.json", lambda d: d["decision"].update(thresholds=[0.5] * 5)),
         "decision: 5 thresholds for 12 classes",

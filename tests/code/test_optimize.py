@@ -1,12 +1,13 @@
 """optimize: one parent run, one nested child per trial with truthful statuses and only
-its own architecture's params, best_params.json equal to the best trial, resume, seeded
-suggestions, config errors."""
+its own architecture's params, best_params.json equal to the best trial, the run-table view
+that shows the best trial first, resume, seeded suggestions, config errors."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tagifai.best_params import read_best_params
 from tagifai.cli import app
 from tagifai.plots import PLOTS
 from tagifai.search import load_optimize_config, suggest_params
+from tagifai.study_runs import VIEW_TAG_PREFIX, view_link
 from tagifai.workloads.text import WORKLOAD as TEXT
 
 TINY_STUDY = """
@@ -65,7 +67,9 @@ search_space:
 NOT_LINEAR = {"embedding_dim", "hidden_dim", "lr", "optimizer", "batch_size", "dropout_p"}
 NOT_LINEAR |= {"num_filters"}
 NOT_NGRAM = {"nb_scale"}  # linear's
-STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+# A pruned trial is no crash: its run ends FINISHED, its state tag and description say
+# pruned (KILLED is for interrupted trials, tests/code/test_interrupts.py).
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 
 
 def _study_config(path: Path, params_file: Path, name: str, n_trials: int = 4) -> Path:
@@ -83,6 +87,12 @@ def _runs(experiment_name: str) -> list[mlflow.entities.Run]:
     client = MlflowClient()
     experiment = client.get_experiment_by_name(experiment_name)
     return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def _experiment_tags(experiment_name: str) -> dict[str, str]:
+    experiment = MlflowClient().get_experiment_by_name(experiment_name)
+    assert experiment is not None
+    return dict(experiment.tags)
 
 
 def _split(runs: list[mlflow.entities.Run]) -> tuple[list, list]:
@@ -161,6 +171,11 @@ def test_study_is_one_parent_with_truthful_children(
             assert run.data.metrics["val_f1"] == pytest.approx(trial.value)
             assert 0.0 < run.data.metrics["threshold"] < 1.0
             assert trial.user_attrs["decision"]["kind"] == "threshold"
+        else:  # a pruned trial's value is its last epoch's, not a model's: no objective
+            assert "val_f1" not in run.data.metrics
+        if trial.state.name == "PRUNED":
+            note = run.data.tags["mlflow.note.content"]
+            assert note.startswith(f"Pruned after epoch {trial.last_step} (not a crash):"), note
 
     best = result.study.best_trial
     written = json.loads(best_file.read_text())
@@ -178,10 +193,22 @@ def test_study_is_one_parent_with_truthful_children(
     # The best child says so (a tag and a description); no other child does.
     best_run = client.get_run(best.system_attrs["mlflow_run_id"])
     assert best_run.data.tags["tagifai.best"] == "true"
-    assert "best trial" in best_run.data.tags["mlflow.note.content"]
+    assert best_run.data.tags["mlflow.note.content"].startswith(
+        f"Best trial of the study: val_f1 = {best.value:.4f} after {len(trials)} trials"
+    )
     others = [r for r in children if r.info.run_id != best_run.info.run_id]
     assert not [r for r in others if "tagifai.best" in client.get_run(r.info.run_id).data.tags]
+    assert not [r for r in others if "Best trial" in r.data.tags.get("mlflow.note.content", "")]
+    # The parent's row in the run table: the objective under its own name, the best trial
+    # by name (a tag and the description).
+    assert parent.data.metrics["val_f1"] == pytest.approx(best.value)
     assert parent.data.metrics["best_val_f1"] == pytest.approx(best.value)
+    assert parent.data.tags["best_trial"] == f"trial-{best.number}"
+    assert parent.data.tags["mlflow.note.content"].startswith(
+        f"The study's best: trial-{best.number}, val_f1 = {best.value:.4f} "
+        f"({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned, 1 failed trials)"
+    )
+    _check_view(experiment_name, best, result.parent_run_id, len(trials))
     names = {item.path for item in client.list_artifacts(result.parent_run_id)}
     assert {"best_params.json", "trials.csv", "plots", "optimize_config.json"} <= names
     plots = {item.path for item in client.list_artifacts(result.parent_run_id, "plots")}
@@ -195,6 +222,59 @@ def test_study_is_one_parent_with_truthful_children(
     assert page.count("Plotly.newPlot") == len(PLOTS)
     assert 'src="https://cdn.plot.ly' not in page and len(page) > 1_000_000
     assert json.loads((local / "best_params.json").read_text()) == written
+
+
+def _check_view(
+    name: str, best: optuna.trial.FrozenTrial, parent_id: str | None, n_runs: int
+) -> None:
+    """The study's saved run-table view (the UI's envelope) selects the study's runs and
+    sorts the best trial first, the parent beside it, runs without the objective last;
+    ``python -m tagifai.study_runs link`` prints the address that opens it."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    views = [key for key in experiment.tags if key.startswith(VIEW_TAG_PREFIX)]
+    assert views == [f"{VIEW_TAG_PREFIX}trials.{name}"]
+    envelope = json.loads(experiment.tags[views[0]])
+    assert envelope["name"] == f"{name}: trials, best val_f1 first"
+    assert isinstance(envelope["createdAt"], int) and envelope["updatedAt"] >= envelope["createdAt"]
+    state = json.loads(envelope["state"])
+    assert state["selectedColumns"] == [
+        "metrics.`val_f1`",
+        "tags.`state`",
+        "attributes.`Description`",
+    ]
+    assert state["orderByKey"] == "metrics.`val_f1`" and state["orderByAsc"] is False
+    # What the UI asks the store for when it opens the view.
+    shown = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=state["searchFilter"],
+        order_by=[f"{state['orderByKey']} DESC"],
+    )
+    assert len(shown) == n_runs + 1  # the trials and their parent
+    assert shown[0].info.run_id == best.system_attrs["mlflow_run_id"]
+    assert shown[1].info.run_id == parent_id
+    ranked = [run.data.metrics.get("val_f1") for run in shown]
+    scored = [value for value in ranked if value is not None]
+    assert scored == sorted(scored, reverse=True)
+    assert ranked == scored + [None] * (len(ranked) - len(scored))  # pruned and failed last
+
+    url = "http://127.0.0.1:5000"
+    link = view_link(name, url)
+    assert link == (
+        f"{url}/#/experiments/{experiment.experiment_id}/runs"
+        f"?viewStateShareKey=trials.{name}&workflowType=machine_learning"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-m", "tagifai.study_runs", "link", name, url],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert printed.stdout.strip() == f"Study {name}, trials best first: {link}"
+    assert view_link("no-such-study", url) is None
 
 
 @pytest.mark.training
@@ -291,6 +371,8 @@ def test_rerun_resumes_the_same_study_and_parent(workdir, tiny_params_file, expe
     assert first.exit_code == 0, first.output
     runs_after_first = _runs(experiment_name)
     assert len(runs_after_first) == 3  # parent + 2 children
+    view = f"{VIEW_TAG_PREFIX}trials.{experiment_name}"
+    created = json.loads(_experiment_tags(experiment_name)[view])
 
     again = runner.invoke(app, ["optimize", "--config", str(config_file)])
     assert again.exit_code == 0, again.output
@@ -308,6 +390,9 @@ def test_rerun_resumes_the_same_study_and_parent(workdir, tiny_params_file, expe
     first_ids = {run.info.run_id for run in runs_after_first}
     assert first_ids <= {run.info.run_id for run in runs}  # nothing lost or re-run
     assert all(run.info.status != "RUNNING" for run in runs)
+    saved = json.loads(_experiment_tags(experiment_name)[view])
+    assert saved["createdAt"] == created["createdAt"]  # the same view, saved again
+    assert saved["updatedAt"] > created["updatedAt"]
 
 
 def test_same_seed_same_suggestions(workdir, tiny_params_file):

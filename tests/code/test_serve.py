@@ -213,8 +213,11 @@ def test_a_served_model_reads_no_file_of_the_server(workdir):
          "num_layers": 1, "num_epochs": 1, "patience": 1}}
     )  # fmt: skip
     _train_champion(params, (None, None))
+    from sklearn.datasets import load_digits
+
+    digit = np.rint(load_digits().images[0] * 255 / 16).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(digit).save(buffer, format="PNG")  # not blank: predict refuses those
     png = workdir / "digit.png"
     png.write_bytes(buffer.getvalue())
     files = [str(png), "/etc/passwd", str(workdir / "missing.png")]

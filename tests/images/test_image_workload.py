@@ -1,5 +1,6 @@
 """The images workload through the same core: a short study on digits, train-best,
-predict by CLI, pyfunc and a served model, its decision rule, and its bad inputs."""
+predict by CLI, pyfunc and a served model, its decision rule, its bad inputs, and how
+predict conforms images saved another way (raw values, inverted) or refuses them."""
 
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ from tagifai import jobs, tracking
 from tagifai.best_params import read_best_params
 from tagifai.cli import app
 from tagifai.errors import TagifaiError
+from tagifai.logged_models import PREDICTOR_DIR, download_model, load_predictor, log_predictor
+from tagifai.predict import Predictor
 from tagifai.search import load_optimize_config
 from tagifai.study import open_study, run_study
 from tagifai.workloads.images import WORKLOAD
+from tagifai.workloads.images.models import ImageEncoder
 from tagifai.workloads.images.params import ImagesParams
 from tagifai.workloads.images.training import choose_confidence
 
@@ -81,12 +85,28 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _b64(image: np.ndarray) -> str:
+    return base64.b64encode(_png(image.astype(np.uint8))).decode()
+
+
 def _digit(index: int) -> tuple[np.ndarray, str]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     image = np.round(digits.images[index] * 255 / 16).astype(np.uint8)
     return image, str(digits.target[index])
+
+
+def _raw_digit(index: int) -> np.ndarray:
+    """A digit with its raw 0..16 values, as ``load_digits`` holds it."""
+    from sklearn.datasets import load_digits
+
+    return load_digits().images[index].astype(np.uint8)
+
+
+def _on_grey_paper(image: np.ndarray) -> np.ndarray:
+    """A digit whose background is mid-grey (128) instead of black."""
+    return np.where(image == 0, 128, image).astype(np.uint8)
 
 
 def _write_study_files(folder: Path, name: str) -> tuple[Path, Path]:
@@ -361,6 +381,16 @@ def test_served_model_answers_base64_png(served, tmp_path):
     prediction = body["predictions"][0]
     assert prediction["class"] == label
     assert isinstance(prediction["probabilities"], dict)  # a JSON object, not a string
+    # Dark ink on white with its raw 0..16 values: conformed to the same digit.
+    b64_raw_inverted = base64.b64encode(_png(16 - _raw_digit(7))).decode()
+    status, body = post_json(
+        served,
+        {
+            "dataframe_split": {"columns": ["image"], "data": [[b64_raw_inverted]]},
+            "params": {"threshold": 0.0},
+        },
+    )
+    assert status == 200 and body["predictions"][0]["class"] == label, body
     status, body = post_json(
         served,
         {"dataframe_split": {"columns": ["image"], "data": [[b64]]}, "params": {"threshold": 1.0}},
@@ -375,6 +405,10 @@ def test_served_model_answers_base64_png(served, tmp_path):
         ({"dataframe_split": {"columns": ["path"], "data": [[str(secret)]]}}, "served model"),
         ({"dataframe_split": {"columns": ["image"], "data": [["aGVsbG8="]]}}, "readable image"),
         ({"dataframe_split": {"columns": ["text"], "data": [["hi"]]}}, "image"),
+        (
+            {"dataframe_split": {"columns": ["image"], "data": [[_b64(np.full((8, 8), 9))]]}},
+            "row 1: every pixel is 9: a blank image",
+        ),
     ):
         status, body = post_json(served, payload)
         assert status == 400, body
@@ -384,3 +418,108 @@ def test_served_model_answers_base64_png(served, tmp_path):
 def test_load_data_refuses_a_second_input():
     with pytest.raises(TagifaiError, match="no second input"):
         WORKLOAD.load_data(None, "tags.json", ImagesParams())
+
+
+# How a digit may be saved, each from its raw 0..16 values (issue 25: the raw one came back
+# "1" at 0.754, the inverted one "4" at 0.897, both above the abstain cut-off).
+DIGIT_FORMS: dict[str, Any] = {
+    "scaled": lambda raw: np.rint(raw * 255.0 / 16),  # what the model was trained on
+    "raw": lambda raw: raw,
+    "inverted": lambda raw: 255 - np.rint(raw * 255.0 / 16),  # dark ink on white paper
+    "raw-inverted": lambda raw: 16 - raw,
+}
+
+
+def test_predict_conforms_raw_and_inverted_digits(tmp_path, champion):
+    """``tagifai predict --file``: each digit saved raw, inverted or both gets the class
+    of its scaled image; inverted back, it is that image, so the same probability too."""
+    names = []
+    for index in range(10):
+        raw = _raw_digit(index)
+        for form, make in DIGIT_FORMS.items():
+            (tmp_path / f"{index}-{form}.png").write_bytes(_png(make(raw).astype(np.uint8)))
+            names.append(f"{index}-{form}")
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(f"{name}.png" for name in names))
+    output = tmp_path / "predictions.jsonl"
+    command = ["predict", "--task", "images", "--file", str(listing), "--output", str(output)]
+    result = CliRunner().invoke(app, [*command, "--threshold", "0"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    answers = dict(zip(names, rows, strict=True))
+    for index in range(10):
+        scaled = answers[f"{index}-scaled"]
+        for form in ("raw", "inverted", "raw-inverted"):
+            assert answers[f"{index}-{form}"]["class"] == scaled["class"], (index, form)
+        assert answers[f"{index}-inverted"]["probability"] == scaled["probability"]
+    # Agreeing with a model that says one class to everything would prove nothing.
+    right = sum(answers[f"{index}-scaled"]["class"] == str(index) for index in range(10))
+    assert right >= 8, answers
+
+
+@pytest.mark.parametrize(
+    ("name", "image", "message"),
+    [
+        ("blank.png", np.full((8, 8), 200, dtype=np.uint8), "every pixel is 200: a blank image"),
+        ("grey-paper.png", _on_grey_paper(_digit(4)[0]), "background unclear"),
+        (
+            "half-white.png",  # the border half black, half white: no one background
+            np.hstack([np.zeros((8, 4)), np.full((8, 4), 255)]).astype(np.uint8),
+            "background unclear",
+        ),
+    ],
+)
+def test_predict_refuses_blank_and_unclear_images_in_one_line(
+    tmp_path, champion, name, image, message
+):
+    path = tmp_path / name
+    path.write_bytes(_png(image))
+    result = CliRunner().invoke(app, ["predict", "--task", "images", str(path)])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line, line
+    assert f"input: row 1: {path}: {message}" in line, line
+    if message == "background unclear":
+        assert "this model expects a dark background" in line, line
+
+
+def test_pyfunc_refuses_a_blank_row_by_its_number(champion):
+    model = mlflow.pyfunc.load_model(champion)
+    image, _ = _digit(0)
+    blank = np.zeros((8, 8), dtype=np.uint8)
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"^input: row 2: every pixel is 0"):
+        model.predict(pd.DataFrame({"image": [image, blank]}))
+
+
+class _EncoderBeforeBackground(ImageEncoder):
+    """The encoder as tagifai saved it before the training background was recorded."""
+
+    def to_dict(self) -> dict[str, Any]:
+        state = super().to_dict()
+        del state["background"]
+        return state
+
+
+def test_a_model_logged_without_a_background_still_predicts(tmp_path, champion):
+    """A model logged before the background was recorded loads and predicts: its
+    polarity is left alone (a grey-paper digit, refused by the champion, is answered)
+    while a raw 0..16 digit is still stretched."""
+    current = load_predictor(champion)
+    encoder = current.encoder
+    assert encoder.background == "dark"  # the digits: light ink on black
+    before = _EncoderBeforeBackground(encoder.height, encoder.width, encoder.mean, encoder.std)
+    old = Predictor(current.params, current.classes, before, current.model, current.decision)
+    with mlflow.start_run():
+        info = log_predictor(old, input_example=False)
+    saved = download_model(info.model_uri, tmp_path) / PREDICTOR_DIR / "encoder.json"
+    assert "background" not in json.loads(saved.read_text())
+
+    image, label = _digit(0)
+    grey_paper = _on_grey_paper(image)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="background unclear"):
+        mlflow.pyfunc.load_model(champion).predict(pd.DataFrame({"image": [grey_paper]}))
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    frame = pd.DataFrame({"image": [image, _raw_digit(0), grey_paper]})
+    answers = model.predict(frame, params={"threshold": 0.0})
+    assert list(answers["class"][:2]) == [label, label]
+    assert answers["probability"][2] > 0  # answered, not refused

@@ -91,10 +91,14 @@ class ImagesWorkload:
         self, raw: pd.DataFrame, predictor: Any, policy: InputPolicy = SERVED_INPUTS
     ) -> list[Any]:
         """Grey images at the model's size from an ``image`` payload, or a ``path`` one
-        where ``policy`` lets the payload name files."""
+        where ``policy`` lets the payload name files, conformed to the training images
+        (blank ones refused, low-contrast ones stretched, polarity matched)."""
         encoder = predictor.encoder
         return payload.images_from_frame(
-            raw, (encoder.height, encoder.width), allow_paths=policy.read_files
+            raw,
+            (encoder.height, encoder.width),
+            allow_paths=policy.read_files,
+            background=encoder.background,
         )
 
     def decide(

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tagifai.workloads.base import Encoder
+from tagifai.workloads.images.conform import BACKGROUNDS, Background, training_background
 from tagifai.workloads.images.data import MAX_IMAGE_SIDE as MAX_SIDE
 from tagifai.workloads.images.params import CnnParams, ImagesParams, MlpParams
 
@@ -30,19 +31,36 @@ class ImageEncoder:
         width: Image width.
         mean: Mean pixel of the training images (0..1 scale).
         std: Standard deviation of their pixels.
+        background: The training images' background, ``"dark"`` or ``"light"``, what
+            predict conforms incoming images to; ``None`` when they share none, or for a
+            model saved before it was recorded (predict then leaves polarity alone).
     """
 
-    def __init__(self, height: int, width: int, mean: float, std: float) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        mean: float,
+        std: float,
+        background: Background | None = None,
+    ) -> None:
         self.height = height
         self.width = width
         self.mean = mean
         self.std = std
+        self.background = background
 
     @classmethod
     def fit(cls, images: np.ndarray) -> ImageEncoder:
-        """Size and pixel statistics of the training images ``(N, H, W)``."""
+        """Size, pixel statistics and background of the training images ``(N, H, W)``."""
         scaled = images.astype(np.float64) / 255.0
-        return cls(images.shape[1], images.shape[2], float(scaled.mean()), float(scaled.std()))
+        return cls(
+            images.shape[1],
+            images.shape[2],
+            float(scaled.mean()),
+            float(scaled.std()),
+            training_background(images),
+        )
 
     def encode(self, inputs: list[Any] | np.ndarray) -> np.ndarray:
         """``(N, 1, H, W)`` float32 of images already at the network's size."""
@@ -58,6 +76,7 @@ class ImageEncoder:
             "width": self.width,
             "mean": self.mean,
             "std": self.std,
+            "background": self.background,
         }
 
     @classmethod
@@ -65,8 +84,9 @@ class ImageEncoder:
         """Restore from :meth:`to_dict`, within the bounds of the images it was fitted on.
 
         Raises:
-            ValueError: If a size is not an integer in ``1..MAX_IMAGE_SIDE`` or a statistic
-                is not a finite number in its range.
+            ValueError: If a size is not an integer in ``1..MAX_IMAGE_SIDE``, a statistic
+                is not a finite number in its range, or the background is not ``"dark"``,
+                ``"light"`` or null (absent: a model saved before it was recorded).
         """
         sides = [state.get("height"), state.get("width")]
         for side in sides:
@@ -78,7 +98,11 @@ class ImageEncoder:
                 raise ValueError(f"{name} {value!r:.40} must be a number")
             if not 0.0 <= value <= 1.0:  # pixels scaled to 0..1; NaN fails too
                 raise ValueError(f"{name} {value!r:.40} must be within [0, 1]")
-        return cls(int(sides[0]), int(sides[1]), float(mean), float(std))  # type: ignore[arg-type]
+        background = state.get("background")
+        if background is not None and background not in BACKGROUNDS:
+            raise ValueError(f"background {background!r:.40} must be 'dark', 'light' or null")
+        height, width = int(sides[0]), int(sides[1])  # type: ignore[arg-type]
+        return cls(height, width, float(mean), float(std), background)  # type: ignore[arg-type]
 
 
 def _mlp(arch: MlpParams, pixels: int, num_classes: int) -> nn.Module:

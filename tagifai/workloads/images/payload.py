@@ -7,7 +7,9 @@ Accepted, one image per row:
 - a ``path`` column of image files, read only where the caller's input policy allows
   it (``tagifai predict``; never a served model).
 
-Each image is decoded to grey and resized to the model's input size. Every limit is
+Each image is decoded to grey, resized to the model's input size and conformed to its
+training images (:mod:`tagifai.workloads.images.conform`: blank images refused,
+low-contrast ones stretched, the background inverted or refused). Every limit is
 checked before decoding (:mod:`tagifai.workloads.images.data`).
 """
 
@@ -23,7 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from tagifai.errors import TagifaiError
-from tagifai.workloads.images import data
+from tagifai.workloads.images import conform, data
 
 __all__ = [
     "MAX_PREDICT_IMAGES",
@@ -103,17 +105,30 @@ def _decode_value(value: Any, size: tuple[int, int], where: str) -> np.ndarray:
 
 
 def images_from_frame(
-    raw: pd.DataFrame, size: tuple[int, int], allow_paths: bool = False
+    raw: pd.DataFrame,
+    size: tuple[int, int],
+    allow_paths: bool = False,
+    background: conform.Background | None = None,
 ) -> list[np.ndarray]:
-    """Grey uint8 images at ``size`` (height, width) from a payload frame.
+    """Grey uint8 images at ``size`` (height, width) from a payload frame, each conformed
+    to the model's training images (:func:`~tagifai.workloads.images.conform.conform`).
 
     A ``path`` column is read only with ``allow_paths`` (the CLI's own user names
     files); otherwise it is refused before any file is looked at, with the same answer
     whatever it names: a served model reads no file of its machine for whoever sends a
     request, nor tells which exist.
 
+    Args:
+        raw: The payload: an ``image`` or a ``path`` column.
+        size: ``(height, width)`` the model takes.
+        allow_paths: Whether a ``path`` column may be read.
+        background: The model's training background (``None``: polarity left alone).
+
+    Returns:
+        One image per row.
+
     Raises:
-        TagifaiError: Naming the row and what is wrong with it.
+        TagifaiError: Naming the row (and file) and what is wrong with it.
     """
     if "path" in raw.columns and not allow_paths:
         if raw["path"].notna().any():
@@ -135,6 +150,8 @@ def images_from_frame(
         if column == "path":
             if not isinstance(value, str):
                 raise TagifaiError(f"{where}: path: expected a file path, got {value!r:.40}")
-            value = read_image_file(value, where)
-        images.append(_decode_value(value, size, where))
+            path = value
+            value = read_image_file(path, where)
+            where = f"{where}: {path}"  # a file's own errors name it too
+        images.append(conform.conform(_decode_value(value, size, where), background, where))
     return images
