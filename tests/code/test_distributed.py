@@ -120,8 +120,10 @@ def test_two_workers_share_one_study_and_one_parent(servers, tmp_path, tiny_para
     )
     assert best.returncode == 0, best.stdout[-3000:] + best.stderr[-3000:]
     run_id = best.stdout.split("run_id: ")[1].split()[0]
-    versions = client.search_model_versions(f"run_id = '{run_id}'")
-    assert [v.name for v in versions] == ["tagifai"]
+    versions = client.search_model_versions("name = 'tagifai'")
+    assert [v.run_id for v in versions] == [run_id]
+    assert versions[0].source.startswith("models:/m-")  # the logged model, by its id
+    assert client.get_model_version_by_alias("tagifai", "champion").run_id == run_id
 
 
 @pytest.mark.server
