@@ -19,6 +19,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from helpers import copy_project, model_server, post_json, subprocess_env
 from PIL import Image
 from typer.testing import CliRunner
@@ -31,6 +32,7 @@ from tagifai.logged_models import PREDICTOR_DIR, download_model, load_predictor,
 from tagifai.predict import Predictor
 from tagifai.search import load_optimize_config
 from tagifai.study import open_study, run_study
+from tagifai.training import NullReporter
 from tagifai.workloads.images import WORKLOAD
 from tagifai.workloads.images.models import ImageEncoder
 from tagifai.workloads.images.params import ImagesParams
@@ -331,6 +333,20 @@ def test_image_params_are_strict_and_bounded():
     with pytest.raises(ValueError, match="val_size"):
         ImagesParams.model_validate({"data": {"val_size": 0.5, "test_size": 0.5}})
     assert ImagesParams().model.architecture == "cnn"
+    with pytest.raises(ValueError, match="convs_per_block"):
+        ImagesParams.model_validate({"model": {"architecture": "cnn", "convs_per_block": 4}})
+
+
+def test_a_vgg_style_cnn_stacks_its_convs_in_each_block_and_learns_the_digits():
+    params = ImagesParams.model_validate(
+        {"model": {**TINY_PARAMS["model"], "num_blocks": 2, "convs_per_block": 2}}
+    )
+    dataset = WORKLOAD.load_data(None, None, params)
+    splits = WORKLOAD.split(dataset, params)
+    result = WORKLOAD.train(params, dataset, splits, NullReporter())
+    convs = [m for m in result.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 8), (8, 8), (8, 16), (16, 16)]
+    assert result.val_metrics["val_accuracy"] > 0.9
 
 
 def test_predict_path_imports_neither_optuna_nor_sklearn(tmp_path, champion):

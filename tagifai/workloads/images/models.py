@@ -123,12 +123,18 @@ def _cnn(arch: CnnParams, height: int, width: int, num_classes: int) -> nn.Modul
     layers: list[nn.Module] = []
     channels_in, channels = 1, arch.channels
     for _ in range(arch.num_blocks):
-        layers.append(
-            nn.Conv2d(channels_in, channels, arch.kernel_size, padding=arch.kernel_size // 2)
-        )
-        if arch.batch_norm:
-            layers.append(nn.BatchNorm2d(channels))
-        layers.append(ACTIVATIONS[arch.activation]())
+        for conv in range(arch.convs_per_block):
+            layers.append(
+                nn.Conv2d(
+                    channels_in if conv == 0 else channels,
+                    channels,
+                    arch.kernel_size,
+                    padding=arch.kernel_size // 2,
+                )
+            )
+            if arch.batch_norm:
+                layers.append(nn.BatchNorm2d(channels))
+            layers.append(ACTIVATIONS[arch.activation]())
         if min(height, width) >= 2:  # small images (8x8 digits) stop shrinking at 1 pixel
             layers.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2

@@ -77,8 +77,8 @@ class MlpParams(MinibatchParams):
 
 
 class CnnParams(MinibatchParams):
-    """A small CNN: blocks of conv (+ batch norm), activation and 2x2 max-pool, then a head
-    of an optional hidden layer and the class layer."""
+    """A small CNN: blocks of ``convs_per_block`` x (conv (+ batch norm), activation) and a
+    2x2 max-pool, then a head of an optional hidden layer and the class layer."""
 
     architecture: Literal["cnn"] = "cnn"
     activation: Literal["relu", "gelu", "silu", "leaky_relu"] = "relu"
@@ -86,6 +86,7 @@ class CnnParams(MinibatchParams):
     head_units: StrictInt = Field(128, ge=0, le=8192)  # a hidden layer before the classes (0: none)
     num_blocks: StrictInt = Field(2, ge=1, le=5)  # each halves the image (while it is 2+ pixels)
     channels: StrictInt = Field(32, ge=4, le=512)  # of the first block; doubled each block
+    convs_per_block: StrictInt = Field(1, ge=1, le=3)  # 2: VGG-style, ~2x an epoch's time
     kernel_size: Literal[3, 5] = 3
     batch_norm: StrictBool = True
     # Random shifts and small rotations while training: they pay off over more epochs
