@@ -260,7 +260,12 @@ def study_config(
         The study config and the base params of its trials.
     """
     if inputs.smoke:
-        overrides["search_space"] = smoke_space(read_mapping(config_file).get("search_space", {}))
+        raw = read_mapping(config_file)
+        overrides["search_space"] = smoke_space(raw.get("search_space", {}))
+        # Queued trials are pinned too: they give every searched knob.
+        overrides["initial_trials"] = [
+            {**trial, **SMOKE_PARAMS} for trial in raw.get("initial_trials") or []
+        ]
     config, base, _ = load_optimize_config(
         config_file,
         params=str(params_file),
