@@ -42,8 +42,11 @@ PLACEHOLDER = re.compile(r"<[^<>\s]+>")  # <user>, <path/to/projects.json>
 TEST_SUITE = re.compile(r"^make\s+(test|test-fast)\s*$")
 STATE = ("source", ".", "export", "cd")  # lines whose effect later lines of a block rely on
 # Foreground servers and the port each listens on unless the command says otherwise.
-MAKE_SERVERS = {"ui": ("UI_PORT", 5000), "dashboard": ("DASHBOARD_PORT", 8080)}
-MAKE_SERVERS["serve"] = ("SERVE_PORT", 5001)
+MAKE_SERVERS = {
+    "ui": ("UI_PORT", 5000),
+    "dashboard": ("DASHBOARD_PORT", 8080),
+    "serve": ("SERVE_PORT", 5001),
+}
 PROGRAM_SERVERS = {
     ("mlflow", "ui"): 5000,
     ("mlflow", "server"): 5000,

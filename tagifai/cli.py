@@ -630,12 +630,15 @@ def _next_commands(study_name: str, task: str, storage: str, tracking_uri: str) 
     are the project's own, so each command works as printed."""
     from tagifai import study, tracking
 
+    def value(text: str) -> str:  # make expands $ in a variable: $$ is one $
+        return shlex.quote(text.replace("$", "$$"))
+
     stores = ""
     if _absolute_sqlite(storage) != _absolute_sqlite(study.DEFAULT_STORAGE):
-        stores += f" STORAGE={shlex.quote(storage)}"
+        stores += f" STORAGE={value(storage)}"
     tracked = ""
     if _absolute_sqlite(tracking_uri) != _absolute_sqlite(tracking.DEFAULT_TRACKING_URI):
-        tracked = f" MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)}"
+        tracked = f" MLFLOW_TRACKING_URI={value(tracking_uri)}"
     commands = [
         (
             f"make train-best TASK={task} STUDY={study_name}{stores}{tracked}",
@@ -727,7 +730,7 @@ def report_command(
 ) -> None:
     """Write one self-contained HTML page about a study: data, best trial, trials, plots,
     the trained model's per-class metrics, MLflow run ids."""
-    from tagifai import report, tracking
+    from tagifai import report, study, tracking
     from tagifai.files import write_bytes_atomic
 
     _check_name("--study", study_name)
@@ -744,7 +747,14 @@ def report_command(
     except TagifaiError as exc:  # no tracking store: the study's own record still reports
         _print(f"note: {exc}; the report has no MLflow section", style="yellow")
         uri, trained, link = None, None, None
-    page = report.render_report(loaded, uri, link, trained)
+    # The page names the command that trains the study's model, with its stores.
+    train_best = _next_commands(
+        study_name,
+        str(loaded.user_attrs.get("task", "text")),
+        storage or study.DEFAULT_STORAGE,
+        uri or tracking.DEFAULT_TRACKING_URI,
+    )[0].split("  # ")[0]
+    page = report.render_report(loaded, uri, link, trained, train_best)
     write_bytes_atomic(output, page.encode("utf-8"))
     _print(f"wrote {output} ({len(page) / 1e6:.1f} MB)")
 

@@ -122,7 +122,7 @@ def register_version(
         run_id=run_id,
         tags={**tags, **own, COMPLETE_TAG: "true"},
         description=description,
-        model_id=_logged_model_id(model_uri),  # a tracking server refuses the source without
+        model_id=_logged_model_id(model_uri),  # a tracking server refuses the source without it
     ).version
     failpoint("registered")  # killed between registering and promoting
     with promotion_lock() as locked:

@@ -64,6 +64,7 @@ def render_report(
     tracking_uri: str | None,
     run_link: Any = None,
     trained: TrainedModel | None = None,
+    train_best: str | None = None,
 ) -> str:
     """The report page of ``study``.
 
@@ -72,6 +73,8 @@ def render_report(
         tracking_uri: The MLflow store the study's runs are in (``None``: not read).
         run_link: ``run_id -> URL or None``, for links to the MLflow UI.
         trained: The model ``train-best`` trained from the study, if any.
+        train_best: The command that trains it, named when there is none (default: the
+            ``make`` target for the project's own stores).
 
     Returns:
         The HTML page.
@@ -109,7 +112,7 @@ def render_report(
     parts += _trials_section(study, link)
     parts += _plots_section(study)
     task = f" TASK={attrs['task']}" if attrs.get("task") else ""
-    train_best = f"make train-best{task} STUDY={study.study_name}"
+    train_best = train_best or f"make train-best{task} STUDY={study.study_name}"
     parts += _model_section(trained, link, train_best)
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -10,6 +10,7 @@ install stamp, so ``make`` sees it built), and imports its own ``tagifai`` first
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -19,11 +20,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 from helpers import REPO
+from typer.testing import CliRunner
 
 from tagifai import study, tracking
-from tagifai.cli import _next_commands
+from tagifai.cli import _next_commands, app
 from tagifai.errors import TagifaiError
 from tagifai.logged_models import download_model
 
@@ -136,6 +139,24 @@ def test_next_commands_quote_what_the_shell_would_split(workdir):
     assert "STORAGE='sqlite:///my studies/optuna.db'" in lines[0]
     assert "MLFLOW_TRACKING_URI='sqlite:///other store.db'" in lines[0]
     assert lines[3].startswith("make ui MLFLOW_TRACKING_URI='sqlite:///other store.db'  #")
+
+
+def test_next_commands_keep_a_dollar_from_make(workdir):
+    lines = _next_commands("s", "text", "postgresql://u:pa$s@127.0.0.1/optuna", "http://h:1")
+    assert "STORAGE='postgresql://u:pa$$s@127.0.0.1/optuna'" in lines[0]
+
+
+def test_the_report_names_train_best_with_the_studys_own_storage(workdir, tmp_path):
+    storage = f"sqlite:///{tmp_path}/studies.db"
+    made = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    made.set_user_attr("task", "images")
+    made.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    output = tmp_path / "s.html"
+    args = ["report", "--study", "s", "--storage", storage, "--output", str(output)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    page = html.unescape(output.read_text(encoding="utf-8"))
+    assert f"make train-best TASK=images STUDY=s STORAGE={storage}" in page
 
 
 def test_a_missing_champion_names_the_make_command_that_registers_it(workdir, tmp_path):

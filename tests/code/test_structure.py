@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import REPO, subprocess_env
 
 PACKAGE = REPO / "tagifai"
@@ -81,3 +82,16 @@ def test_loading_the_text_predict_path_imports_neither_optuna_nor_sklearn():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_no_local_environment_or_store_is_tracked():
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", ".venv", "mlflow.db", "experiments/optuna.db"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked == []  # a fresh clone makes its own venv and stores

@@ -60,8 +60,8 @@ class MinibatchParams(ArchitectureParams):
     lr_schedule: Literal["plateau", "cosine"] = "cosine"
     lr_patience: StrictInt = Field(2, ge=1, le=1_000)
     lr_factor: StrictFloat = Field(0.5, gt=0, lt=1, allow_inf_nan=False)
-    # A small CNN epoch over 54k FashionMNIST images takes ~20 s on 2 cores: 10 epochs
-    # keep a trial to about 3 minutes, so a 20-minute study sees several.
+    # A small CNN epoch over 54k FashionMNIST images takes ~20 s on 2 cores (~70 s with two
+    # convs a block): 10 epochs keep a trial to 3-12 minutes, so a 20-minute study sees several.
     num_epochs: StrictInt = Field(10, ge=1, le=1_000)
     patience: StrictInt = Field(3, ge=1, le=1_000)
 
@@ -86,7 +86,7 @@ class CnnParams(MinibatchParams):
     head_units: StrictInt = Field(128, ge=0, le=8192)  # a hidden layer before the classes (0: none)
     num_blocks: StrictInt = Field(2, ge=1, le=5)  # each halves the image (while it is 2+ pixels)
     channels: StrictInt = Field(32, ge=4, le=512)  # of the first block; doubled each block
-    convs_per_block: StrictInt = Field(1, ge=1, le=3)  # 2: VGG-style, ~2x an epoch's time
+    convs_per_block: StrictInt = Field(1, ge=1, le=3)  # 2: VGG-style, ~3.5x an epoch's time
     kernel_size: Literal[3, 5] = 3
     batch_norm: StrictBool = True
     # Random shifts and small rotations while training: they pay off over more epochs
