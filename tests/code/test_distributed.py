@@ -82,7 +82,7 @@ def test_two_workers_share_one_study_and_one_parent(servers, tmp_path, tiny_para
     workers = {t.user_attrs["worker"] for t in complete}
     assert len(workers) == 2, workers  # both processes ran trials
 
-    client = MlflowClient(tracking_uri=servers["mlflow"])
+    client = MlflowClient(tracking_uri=servers["mlflow"], registry_uri=servers["mlflow"])
     runs = _runs(client, name)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
