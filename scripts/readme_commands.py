@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = ["Command", "main", "read_commands", "server_port", "skip_reason"]
 
@@ -180,6 +181,19 @@ class Runner:
     def _script(self, command: Command) -> list[str]:
         return ["bash", "-c", "\n".join([*command.prelude, command.text])]
 
+    def _spawn(self, command: Command, out: BinaryIO) -> subprocess.Popen[bytes]:
+        """Start ``command`` in the clone, its output to ``out``, in a process group of its
+        own (stopped whole on a timeout or at the end)."""
+        return subprocess.Popen(
+            self._script(command),
+            cwd=self.clone,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def _log(self) -> Path:
         self.count += 1
         return self.logs / f"{self.count:03d}.log"
@@ -188,15 +202,7 @@ class Runner:
         """Run ``command`` to its end; its exit code (124 past the timeout) and its log."""
         log = self._log()
         with log.open("wb") as out:
-            process = subprocess.Popen(
-                self._script(command),
-                cwd=self.clone,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its whole process group is stopped on a timeout
-            )
+            process = self._spawn(command, out)
             try:
                 code = process.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
@@ -219,15 +225,7 @@ class Runner:
         if _listening(port):
             return f"port {port} is taken by a process this run did not start", log
         out = log.open("wb")
-        process = subprocess.Popen(
-            self._script(command),
-            cwd=self.clone,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = self._spawn(command, out)
         out.close()
         self.servers[port] = (process, command)
         deadline = time.monotonic() + self.timeout  # a safety net: the port is the event
